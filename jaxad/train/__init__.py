@@ -1,0 +1,1 @@
+"""Training engine: train state, device mesh and sharding, checkpoints, loops."""
