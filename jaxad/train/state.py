@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-__all__ = ["TrainState", "step_key"]
+__all__ = ["TrainState", "GANState", "step_key"]
 
 PyTree = Any
 
@@ -72,6 +72,32 @@ class TrainState(struct.PyTreeNode):
     params = optax.apply_updates(self.params, updates)
     return self.replace(step=self.step + 1, params=params, opt_state=opt_state,
                         batch_stats=self.batch_stats if batch_stats is None else batch_stats)
+
+
+class GANState(struct.PyTreeNode):
+  """A GAN's state: one :class:`TrainState` per network plus the shared step and key.
+
+  Each network's ``TrainState`` carries its own key (a key pair for G and D);
+  ``step``/``key`` here are what the engine uses (:func:`step_key`).
+
+  Attributes:
+    step: int32 scalar, number of (joint G+D) updates applied so far.
+    key: the run's base PRNG key for per-step randomness.
+    generator: the generator's train state.
+    discriminator: the discriminator's train state.
+  """
+
+  step: jax.Array
+  key: jax.Array
+  generator: TrainState
+  discriminator: TrainState
+
+  @classmethod
+  def create(cls, *, key: jax.Array, generator: TrainState,
+             discriminator: TrainState) -> "GANState":
+    """Builds a GAN state at step 0."""
+    return cls(step=jnp.zeros((), jnp.int32), key=key, generator=generator,
+               discriminator=discriminator)
 
 
 def step_key(state: Any, purpose: int = 0) -> jax.Array:

@@ -1,0 +1,272 @@
+"""Benchmark of jaxad.cluster against scikit-learn, faiss-cpu, PyTorch and NumPy loops.
+
+Each (task, implementation) runs once in its own subprocess, so the reported peak memory
+(``VmHWM - VmRSS`` after the data is created, i.e. the extra resident memory of the method) is
+not polluted by other runs. JAX is reported twice: ``cold`` (first call, includes compilation)
+and ``warm`` (second call, same shapes). Prints a Markdown table.
+
+Example (one task and size per invocation, each under the shared benchmark lock):
+  flock /tmp/jaxad-bench.lock .venv/bin/python experiments/benchmark_cluster.py \
+      --task=knn --n=20000 --d=512
+Tasks: kmeans (k=--k_kmeans, vs sklearn KMeans n_init=1), gmm (k=--k_gmm, diag, vs sklearn
+GaussianMixture), greedy (m = --ratio * n, vs an anomalib-style torch loop and a NumPy loop),
+knn (--queries queries, k=--k_knn, vs faiss IndexFlatL2 and blocked torch.cdist + topk).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("task", "knn", ["kmeans", "gmm", "greedy", "knn"], "What to benchmark.")
+flags.DEFINE_integer("n", 20000, "Number of feature vectors (bank size for knn).")
+flags.DEFINE_integer("d", 512, "Feature dimension.")
+flags.DEFINE_integer("k_kmeans", 32, "Clusters for k-means.")
+flags.DEFINE_integer("k_gmm", 10, "Components for the GMM (SMCC: 10).")
+flags.DEFINE_enum("covariance", "diag", ["diag", "full"], "GMM covariance type.")
+flags.DEFINE_float("ratio", 0.1, "Greedy coreset size as a fraction of n.")
+flags.DEFINE_integer("projection_dim", 128, "Random projection for the greedy coreset.")
+flags.DEFINE_integer("queries", 4096, "kNN queries.")
+flags.DEFINE_integer("k_knn", 1, "kNN neighbours.")
+flags.DEFINE_integer("ref_steps", 0, "If > 0, run the torch/NumPy greedy loops for only this many "
+                     "steps and extrapolate the time to m steps (stated in the table).")
+flags.DEFINE_list("impls", [], "Subset of implementations (default: all for the task).")
+flags.DEFINE_string("impl", "", "Internal: run one implementation in this process.")
+flags.DEFINE_string("out", "", "Internal: where the child writes its arrays (.npz).")
+flags.DEFINE_integer("seed", 0, "Data seed.")
+flags.DEFINE_integer("repeats", 1, "Timed runs per implementation (the minimum is reported).")
+
+_LOAD0 = (0.0, 0.0, 0.0)
+IMPLS = {
+  "kmeans": ["jaxad", "sklearn"],
+  "gmm": ["jaxad", "sklearn"],
+  "greedy": ["jaxad", "torch_loop", "numpy_loop"],
+  "knn": ["jaxad", "faiss", "torch_cdist"],
+}
+
+
+def _mem_kib(field: str) -> int:
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith(field + ":"):
+        return int(line.split()[1])
+  return 0
+
+
+def make_data(n: int, d: int, seed: int):
+  """Synthetic patch-like features: a mixture of 64 anisotropic blobs, float32, non-negative."""
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  centres = rng.gamma(1.0, 1.0, size=(64, d)).astype(np.float32)
+  scales = rng.uniform(0.1, 0.6, size=(64, 1)).astype(np.float32)
+  lab = rng.integers(0, 64, size=n)
+  x = centres[lab] + scales[lab] * rng.standard_normal((n, d), dtype=np.float32)
+  return np.maximum(x, 0.0)
+
+
+def run_child() -> None:
+  import numpy as np
+  task, impl = FLAGS.task, FLAGS.impl
+  x = make_data(FLAGS.n, FLAGS.d, FLAGS.seed)
+  out: dict = {}
+  arrays: dict = {}
+  if task == "knn":
+    q = make_data(FLAGS.queries, FLAGS.d, FLAGS.seed + 1)
+  # Import the implementation's libraries first, so the memory baseline includes them.
+  mods = {"jaxad": ["jax", "jaxad.cluster"], "sklearn": ["sklearn.cluster", "sklearn.mixture"],
+          "torch_loop": ["torch", "jax"], "numpy_loop": ["jax"], "faiss": ["faiss"],
+          "torch_cdist": ["torch"]}[impl]
+  for mod in mods:
+    __import__(mod)
+  base = _mem_kib("VmRSS")
+
+  def timed(fn, repeats=None):
+    best = float("inf")
+    for _ in range(FLAGS.repeats if repeats is None else repeats):
+      t0 = time.perf_counter()
+      r = fn()
+      best = min(best, time.perf_counter() - t0)
+    return r, best
+
+  if impl == "jaxad":
+    import jax
+    import jaxad.cluster as jc
+    key = jax.random.key(0)
+    if task == "kmeans":
+      fn = lambda: jax.block_until_ready(jc.kmeans(key, x, FLAGS.k_kmeans, verbose=False))
+    elif task == "gmm":
+      fn = lambda: jax.block_until_ready(jc.gmm_em(key, x, FLAGS.k_gmm, covariance=FLAGS.covariance,
+                                                   verbose=False))
+    elif task == "greedy":
+      m = int(FLAGS.ratio * FLAGS.n)
+      fn = lambda: jax.block_until_ready(jc.greedy_coreset(key, x, m,
+                                                           projection_dim=FLAGS.projection_dim,
+                                                           verbose=False))
+    else:
+      fn = lambda: jax.block_until_ready(jc.knn(q, x, FLAGS.k_knn, squared=True))
+    r, out["cold_s"] = timed(fn, repeats=1)
+    r, out["time_s"] = timed(fn)
+    if task == "kmeans":
+      out.update(quality=float(r.inertia), n_iter=int(r.n_iter))
+    elif task == "gmm":
+      out.update(quality=float(r.log_likelihood), n_iter=int(r.n_iter))
+    elif task == "greedy":
+      arrays["indices"] = np.asarray(r.indices)
+    else:
+      arrays.update(indices=np.asarray(r.indices), dist=np.asarray(r.distances))
+  elif impl == "sklearn":
+    if task == "kmeans":
+      from sklearn.cluster import KMeans
+      r, out["time_s"] = timed(lambda: KMeans(FLAGS.k_kmeans, n_init=1, random_state=0,
+                                              algorithm="lloyd").fit(x))
+      out.update(quality=float(r.inertia_), n_iter=int(r.n_iter_))
+    else:
+      from sklearn.mixture import GaussianMixture
+      r, out["time_s"] = timed(lambda: GaussianMixture(FLAGS.k_gmm, covariance_type=FLAGS.covariance,
+                                                       random_state=0).fit(x))
+      out.update(quality=float(r.score(x)), n_iter=int(r.n_iter_))
+  elif impl in ("torch_loop", "numpy_loop"):
+    import jax
+    from jaxad.cluster.coreset import project
+    m = int(FLAGS.ratio * FLAGS.n)
+    steps = m if FLAGS.ref_steps <= 0 else min(m, FLAGS.ref_steps)
+    kp, ks = jax.random.split(jax.random.key(0))
+    p = np.asarray(project(kp, x, FLAGS.projection_dim if FLAGS.projection_dim < FLAGS.d else None))
+    start = int(jax.random.randint(ks, (), 0, FLAGS.n, dtype=np.int32))
+    base = _mem_kib("VmRSS")
+    if impl == "torch_loop":
+      import torch
+      torch.set_num_threads(2)
+
+      def loop():  # anomalib KCenterGreedy.select_coreset_idxs, start point included
+        feats = torch.from_numpy(p)
+        min_d = None
+        idx = start
+        sel = [start]
+        for _ in range(steps - 1):
+          dist = torch.linalg.norm(feats - feats[idx:idx + 1], ord=2, dim=1, keepdim=True)
+          min_d = dist if min_d is None else torch.minimum(min_d, dist)
+          idx = int(torch.argmax(min_d).item())
+          sel.append(idx)
+        return np.array(sel)
+    else:
+      def loop():
+        p_sq = (p * p).sum(1)
+        min_d = np.full(len(p), np.inf, np.float32)
+        idx = start
+        sel = [start]
+        for _ in range(steps - 1):
+          dist = np.maximum(p_sq - 2.0 * (p @ p[idx]) + p_sq[idx], 0.0)
+          np.minimum(min_d, dist, out=min_d)
+          idx = int(np.argmax(min_d))
+          sel.append(idx)
+        return np.array(sel)
+    sel, t = timed(loop)
+    out["time_s"] = t * (m - 1) / max(steps - 1, 1)
+    out["steps_run"] = steps
+    arrays["indices"] = sel
+  elif impl == "faiss":
+    import faiss
+    faiss.omp_set_num_threads(2)
+    def run():
+      index = faiss.IndexFlatL2(FLAGS.d)
+      index.add(x)
+      return index.search(q, FLAGS.k_knn)
+    (dist, idx), out["time_s"] = timed(run)
+    arrays.update(indices=idx.astype(np.int32), dist=dist)
+  elif impl == "torch_cdist":
+    import torch
+    torch.set_num_threads(2)
+    def run():
+      bank = torch.from_numpy(x)
+      ds, ids = [], []
+      for s in range(0, len(q), 1024):
+        dd = torch.cdist(torch.from_numpy(q[s:s + 1024]), bank)
+        v, i = torch.topk(dd, FLAGS.k_knn, dim=1, largest=False)
+        ds.append(v.square().numpy())
+        ids.append(i.numpy())
+      return np.concatenate(ds), np.concatenate(ids)
+    (dist, idx), out["time_s"] = timed(run)
+    arrays.update(indices=idx.astype(np.int32), dist=dist)
+  out["peak_extra_mib"] = (_mem_kib("VmHWM") - base) / 1024
+  if arrays:
+    np.savez(FLAGS.out, **arrays)
+  print("RESULT " + json.dumps(out))
+
+
+def main(argv) -> None:
+  del argv
+  if FLAGS.impl:
+    run_child()
+    return
+  import numpy as np
+  global _LOAD0
+  _LOAD0 = os.getloadavg()
+  impls = FLAGS.impls or IMPLS[FLAGS.task]
+  results = {}
+  tmp = tempfile.mkdtemp(prefix="bench_cluster_")
+  for impl in impls:
+    path = os.path.join(tmp, impl + ".npz")
+    args = [a for a in sys.argv[1:] if not a.startswith(("--impls", "--impl=", "--out"))]
+    cmd = [sys.executable, __file__, *args, f"--impl={impl}", f"--out={path}"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+      print(f"[{impl}] failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+      continue
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    res = json.loads(line[len("RESULT "):])
+    res["wall_s"] = time.perf_counter() - t0
+    if os.path.exists(path):
+      res["arrays"] = dict(np.load(path))
+    results[impl] = res
+    print(f"[{impl}] {json.dumps({k: v for k, v in res.items() if k != 'arrays'})}", file=sys.stderr)
+  _print_table(results)
+
+
+def _print_table(results: dict) -> None:
+  import numpy as np
+  task = FLAGS.task
+  size = f"{FLAGS.n}x{FLAGS.d}"
+  extra = {"kmeans": f"k={FLAGS.k_kmeans}", "gmm": f"k={FLAGS.k_gmm} {FLAGS.covariance}",
+           "greedy": f"m={int(FLAGS.ratio * FLAGS.n)} P={FLAGS.projection_dim}",
+           "knn": f"Q={FLAGS.queries} k={FLAGS.k_knn}"}[task]
+  load = os.getloadavg()
+  print(f"\nrepeats={FLAGS.repeats} (min reported); load average before/after: "
+        f"{_LOAD0[0]:.1f} / {load[0]:.1f} on {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+  print(f"\n| task | size | impl | time (s) | JAX cold (s) | extra peak RSS (MiB) | quality |")
+  print("|---|---|---|---|---|---|---|")
+  ref_impl = {"knn": "faiss" if "faiss" in results else "torch_cdist", "greedy": "numpy_loop"}.get(task)
+  for impl, r in results.items():
+    if task in ("kmeans", "gmm"):
+      name = "inertia" if task == "kmeans" else "mean log-lik"
+      q = f"{name} {r['quality']:.6g} ({r['n_iter']} it)"
+    elif task == "greedy":
+      q = ""
+      if ref_impl in results and "arrays" in r:
+        a, b = r["arrays"]["indices"], results[ref_impl]["arrays"]["indices"]
+        n = min(len(a), len(b))
+        diverge = np.nonzero(a[:n] != b[:n])[0]
+        q = f"same first {diverge[0] if len(diverge) else n}/{n} indices as numpy_loop"
+      if r.get("steps_run") and r["steps_run"] < int(FLAGS.ratio * FLAGS.n):
+        q += f"; time extrapolated from {r['steps_run']} steps"
+    else:
+      a = r["arrays"]
+      ref = results[ref_impl]["arrays"] if ref_impl in results else a
+      agree = np.mean(a["indices"] == ref["indices"])
+      err = np.max(np.abs(a["dist"] - ref["dist"]) / np.maximum(ref["dist"], 1e-6))
+      q = f"index agreement {agree:.4f} with {ref_impl}; max rel sq-dist diff {err:.1e}"
+    cold = f"{r['cold_s']:.2f}" if "cold_s" in r else ""
+    print(f"| {task} ({extra}) | {size} | {impl} | {r['time_s']:.2f} | {cold} | "
+          f"{r['peak_extra_mib']:.0f} | {q} |")
+
+
+if __name__ == "__main__":
+  app.run(main)

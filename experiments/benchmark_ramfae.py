@@ -1,0 +1,335 @@
+"""Training throughput of RAMFAE: jaxad (JAX/XLA:CPU) vs a PyTorch CPU re-implementation.
+
+Both sides train the same architecture (Table 1 of the paper, widths scaled by
+``--base_features`` / ``--max_features``) on the same batch size and image size with the
+same loss (GMSD + (1 - SSIM) + MSE, Delete Paste inputs) and Adam; images/s is measured
+over ``--steps`` steps after ``--warmup`` steps (compilation / allocator warm-up), in one
+process, one after the other. Each side gets all CPU threads of the machine (PyTorch
+``torch.set_num_threads(os.cpu_count())``; XLA uses its own pool).
+
+The PyTorch model (:class:`TorchRAMFAE`) is written for this benchmark from the paper
+and is also the independent reference of ``tests/models/test_ramfae.py`` (weights copied
+from the Flax parameters, forward outputs equal to 1e-4). The PyTorch loss uses the same
+definitions (Prewitt GMS with reflect padding, Gaussian SSIM 11/1.5 with reflect padding);
+its Delete Paste is a simple per-image loop on the host (both sides include augmentation
+in the timed step).
+
+Usage (take the shared lock so measurements do not overlap):
+  flock /tmp/jaxad-bench.lock .venv/bin/python experiments/benchmark_ramfae.py \
+      --image_size=64 --batch_size=16 --base_features=64 --max_features=512
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["TorchRAMFAE", "copy_flax_to_torch", "torch_loss"]
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class CBR(nn.Sequential):
+  def __init__(self, cin: int, cout: int, k: int = 3, s: int = 1, p: int = 1, d: int = 1):
+    super().__init__(nn.Conv2d(cin, cout, k, s, p, dilation=d, bias=False), nn.BatchNorm2d(cout),
+                     nn.ReLU(inplace=True))
+
+
+class EncoderBlock(nn.Sequential):
+  def __init__(self, cin: int, cout: int, k: int, s: int):
+    super().__init__(CBR(cin, cout, k, s, 1), CBR(cout, cout))
+
+
+class DecoderBlock(nn.Module):
+  """ConvTranspose 4/2/1 -> BN -> ReLU = u; out = u + CBR(CBR(u))."""
+
+  def __init__(self, cin: int, cout: int, residual: bool = True):
+    super().__init__()
+    self.up = nn.ConvTranspose2d(cin, cout, 4, 2, 1)
+    self.up_bn = nn.BatchNorm2d(cout)
+    self.cbr1, self.cbr2 = CBR(cout, cout), CBR(cout, cout)
+    self.residual = residual
+
+  def forward(self, x):
+    u = F.relu(self.up_bn(self.up(x)))
+    y = self.cbr2(self.cbr1(u))
+    return u + y if self.residual else y
+
+
+class ASPP(nn.Module):
+  def __init__(self, cin: int, cout: int, rates=(5, 7, 9)):
+    super().__init__()
+    self.b0 = CBR(cin, cout, 1, 1, 0)
+    self.bd = nn.ModuleList([CBR(cin, cout, 3, 1, r, r) for r in rates])
+    self.pool = CBR(cin, cout, 1, 1, 0)
+    self.project = CBR(cout * (2 + len(rates)), cout, 1, 1, 0)
+
+  def forward(self, x):
+    outs = [self.b0(x)] + [b(x) for b in self.bd]
+    pooled = self.pool(F.adaptive_avg_pool2d(x, 1))
+    outs.append(pooled.expand(-1, -1, x.shape[2], x.shape[3]))
+    return self.project(torch.cat(outs, 1))
+
+
+class CoordAtt(nn.Module):
+  """Hou et al. 2021 (authors' code): pool along W and H, shared 1x1, two sigmoid gates."""
+
+  def __init__(self, c: int, reduction: int = 32):
+    super().__init__()
+    mip = max(8, c // reduction)
+    self.conv1 = nn.Conv2d(c, mip, 1)
+    self.bn1 = nn.BatchNorm2d(mip)
+    self.conv_h = nn.Conv2d(mip, c, 1)
+    self.conv_w = nn.Conv2d(mip, c, 1)
+
+  def forward(self, x):
+    h, w = x.shape[2], x.shape[3]
+    x_h = x.mean(3, keepdim=True)
+    x_w = x.mean(2, keepdim=True).permute(0, 1, 3, 2)
+    y = self.bn1(self.conv1(torch.cat([x_h, x_w], 2)))
+    y = y * F.relu6(y + 3) / 6
+    y_h, y_w = torch.split(y, [h, w], 2)
+    return x * self.conv_h(y_h).sigmoid() * self.conv_w(y_w.permute(0, 1, 3, 2)).sigmoid()
+
+
+class TorchRAMFAE(nn.Module):
+  """RAMFAE (Table 1) in PyTorch; input/output NCHW in [0, 1] (Tanh output rescaled)."""
+
+  def __init__(self, channels: int = 3, base_features: int = 64, max_features: int = 512,
+               rates=(5, 7, 9), reduction: int = 32):
+    super().__init__()
+    c = [min(base_features * 2 ** i, max_features) for i in range(4)]
+    self.enc0 = EncoderBlock(channels, c[0], 3, 1)
+    self.enc1 = EncoderBlock(c[0], c[1], 4, 2)
+    self.enc2 = EncoderBlock(c[1], c[2], 4, 2)
+    self.enc3 = EncoderBlock(c[2], c[3], 4, 2)
+    self.aspp = ASPP(c[3], c[3], rates)
+    self.att = CoordAtt(c[3], reduction)
+    self.dec0 = DecoderBlock(c[3], c[2])
+    self.dec1 = DecoderBlock(c[2], c[1])
+    self.dec2 = DecoderBlock(c[1], c[0])
+    self.out_conv = nn.Conv2d(c[0], channels, 3, 1, 1)
+
+  def forward(self, x):
+    h = 2 * x - 1
+    h = self.enc3(self.enc2(self.enc1(self.enc0(h))))
+    h = self.att(self.aspp(h))
+    h = self.dec2(self.dec1(self.dec0(h)))
+    return (torch.tanh(self.out_conv(h)) + 1) * 0.5
+
+
+def _t(a) -> torch.Tensor:
+  return torch.from_numpy(np.array(a, dtype=np.float32))
+
+
+def _conv(m: nn.Conv2d, p) -> None:
+  m.weight.data = _t(np.asarray(p["kernel"]).transpose(3, 2, 0, 1))
+  if m.bias is not None:
+    m.bias.data = _t(p["bias"])
+
+
+def _bn(m: nn.BatchNorm2d, p, s) -> None:
+  m.weight.data, m.bias.data = _t(p["scale"]), _t(p["bias"])
+  m.running_mean.data, m.running_var.data = _t(s["mean"]), _t(s["var"])
+
+
+def _cbr(m: CBR, p, s) -> None:
+  _conv(m[0], p["conv"])
+  _bn(m[1], p["bn"], s["bn"])
+
+
+def copy_flax_to_torch(model: TorchRAMFAE, params, batch_stats) -> TorchRAMFAE:
+  """Loads Flax ``RAMFAENet`` variables into :class:`TorchRAMFAE` (in place)."""
+  for i in range(4):
+    enc, p, s = getattr(model, f"enc{i}"), params[f"enc{i}"], batch_stats[f"enc{i}"]
+    _cbr(enc[0], p["cbr1"], s["cbr1"])
+    _cbr(enc[1], p["cbr2"], s["cbr2"])
+  p, s = params["mffe_aspp"], batch_stats["mffe_aspp"]
+  _cbr(model.aspp.b0, p["branch_1x1"], s["branch_1x1"])
+  for i, b in enumerate(model.aspp.bd):
+    _cbr(b, p[f"branch_d{i}"], s[f"branch_d{i}"])
+  _cbr(model.aspp.pool, p["branch_pool"], s["branch_pool"])
+  _cbr(model.aspp.project, p["project"], s["project"])
+  p, s = params["mffe_attention"], batch_stats["mffe_attention"]
+  _conv(model.att.conv1, p["conv1"])
+  _bn(model.att.bn1, p["bn1"], s["bn1"])
+  _conv(model.att.conv_h, p["conv_h"])
+  _conv(model.att.conv_w, p["conv_w"])
+  for i in range(3):
+    dec, p, s = getattr(model, f"dec{i}"), params[f"dec{i}"], batch_stats[f"dec{i}"]
+    dec.up.weight.data = _t(np.asarray(p["up"]["kernel"]).transpose(2, 3, 0, 1))
+    dec.up.bias.data = _t(p["up"]["bias"])
+    _bn(dec.up_bn, p["up_bn"], s["up_bn"])
+    _cbr(dec.cbr1, p["cbr1"], s["cbr1"])
+    _cbr(dec.cbr2, p["cbr2"], s["cbr2"])
+  _conv(model.out_conv, params["out_conv"])
+  return model
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def _prewitt(c: int) -> torch.Tensor:
+  hx = torch.tensor([[1.0, 0.0, -1.0]] * 3) / 3.0
+  return torch.stack([hx, hx.t()])[:, None].repeat(c, 1, 1, 1)  # [2c, 1, 3, 3]
+
+
+def _gms(x, y, c_const=170.0 / 255.0 ** 2):
+  ch = x.shape[1]
+  k = _prewitt(ch).to(x)
+
+  def mag(a):
+    g = F.conv2d(F.pad(a, (1, 1, 1, 1), mode="replicate"), k, groups=ch)
+    g = g.view(a.shape[0], ch, 2, *a.shape[2:])
+    return torch.sqrt((g ** 2).sum(2) + 1e-12)
+
+  mx, my = mag(x), mag(y)
+  return (2 * mx * my + c_const) / (mx ** 2 + my ** 2 + c_const)
+
+
+def _ssim(x, y, size=11, sigma=1.5):
+  ch = x.shape[1]
+  g = torch.exp(-(torch.arange(size, dtype=torch.float32) - size // 2) ** 2 / (2 * sigma ** 2))
+  g = (g / g.sum()).to(x)
+  kh, kw = g.view(1, 1, size, 1).repeat(ch, 1, 1, 1), g.view(1, 1, 1, size).repeat(ch, 1, 1, 1)
+
+  def filt(a):
+    a = F.pad(a, (size // 2,) * 4, mode="reflect")
+    return F.conv2d(F.conv2d(a, kh, groups=ch), kw, groups=ch)
+
+  c1, c2 = 0.01 ** 2, 0.03 ** 2
+  mx, my = filt(x), filt(y)
+  sxx, syy, sxy = filt(x * x) - mx ** 2, filt(y * y) - my ** 2, filt(x * y) - mx * my
+  return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
+
+
+def torch_loss(recon, target):
+  """Mean over the batch of GMSD + (1 - SSIM) + MSE (images in [0, 1])."""
+  gms = _gms(recon, target)
+  gmsd = gms.flatten(2).std(2, unbiased=False).mean(1)
+  ssim = _ssim(recon, target).flatten(1).mean(1)
+  mse = ((recon - target) ** 2).flatten(1).mean(1)
+  return (gmsd + (1 - ssim) + mse).mean()
+
+
+def torch_delete_paste(rng: np.random.Generator, x: torch.Tensor) -> torch.Tensor:
+  """Per image: cut a rectangle (area 2-15%, aspect 0.3-3.3), zero it, paste it elsewhere."""
+  out = x.clone()
+  _, _, h, w = x.shape
+  for i in range(x.shape[0]):
+    area = rng.uniform(0.02, 0.15) * h * w
+    aspect = np.exp(rng.uniform(np.log(0.3), np.log(3.3)))
+    ph = int(min(h, max(1, round(np.sqrt(area * aspect)))))
+    pw = int(min(w, max(1, round(np.sqrt(area / aspect)))))
+    sy, sx = rng.integers(0, h - ph + 1), rng.integers(0, w - pw + 1)
+    dy, dx = rng.integers(0, h - ph + 1), rng.integers(0, w - pw + 1)
+    patch = x[i, :, sy:sy + ph, sx:sx + pw].clone()
+    out[i, :, sy:sy + ph, sx:sx + pw] = 0
+    out[i, :, dy:dy + ph, dx:dx + pw] = patch
+  return out
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def _bench_torch(cfg, images: np.ndarray, steps: int, warmup: int) -> float:
+  torch.manual_seed(0)
+  model = TorchRAMFAE(cfg.channels, cfg.base_features, cfg.max_features, cfg.dilation_rates,
+                      cfg.attention_reduction)
+  model.train()
+  opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+  sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.decay_steps, eta_min=1e-6)
+  x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+  rng = np.random.default_rng(0)
+
+  def step():
+    inp = torch_delete_paste(rng, x)
+    opt.zero_grad(set_to_none=True)
+    loss = torch_loss(model(inp), x)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.item()
+
+  for _ in range(warmup):
+    step()
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    step()
+  return steps * images.shape[0] / (time.perf_counter() - t0)
+
+
+def _bench_jax(cfg, images: np.ndarray, steps: int, warmup: int) -> tuple[float, float]:
+  import jax
+
+  from jaxad.models import ramfae
+  batch = {"image": jax.device_put(images)}
+  state = ramfae.init(jax.random.key(0), cfg, batch)
+  step = jax.jit(ramfae.train_step)
+  t0 = time.perf_counter()
+  state, m = step(state, batch, jax.random.key(1))
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - t0
+  for i in range(max(warmup - 1, 0)):
+    state, m = step(state, batch, jax.random.key(2 + i))
+  jax.block_until_ready(m)
+  t0 = time.perf_counter()
+  for i in range(steps):
+    state, m = step(state, batch, jax.random.key(100 + i))
+  jax.block_until_ready((state, m))
+  return steps * images.shape[0] / (time.perf_counter() - t0), compile_s
+
+
+def main(argv) -> None:
+  del argv
+  from absl import flags
+
+  import jax
+
+  from jaxad.models import ramfae
+  from jaxad.nn.layers import default_upsample
+  f = flags.FLAGS
+  torch.set_num_threads(os.cpu_count() or 1)
+  rng = np.random.default_rng(0)
+  images = rng.uniform(0, 1, (f.batch_size, f.image_size, f.image_size, f.channels)).astype(np.float32)
+  uploads = [u.strip() for u in f.upsample.split(",")]
+  rows = []
+  for up in uploads:
+    cfg = ramfae.Config(image_size=f.image_size, channels=f.channels, base_features=f.base_features,
+                        max_features=f.max_features, upsample=up)
+    ips, comp = _bench_jax(cfg, images, f.steps, f.warmup)
+    rows.append((f"jaxad (upsample={up if up != 'auto' else 'auto=' + default_upsample()})", ips, comp))
+  cfg = ramfae.Config(image_size=f.image_size, channels=f.channels, base_features=f.base_features,
+                      max_features=f.max_features)
+  if not f.skip_torch:
+    rows.append((f"PyTorch {torch.__version__} CPU ({torch.get_num_threads()} threads)",
+                 _bench_torch(cfg, images, f.steps, f.warmup), float("nan")))
+  print(f"\nRAMFAE training throughput, {f.image_size}x{f.image_size}x{f.channels}, batch "
+        f"{f.batch_size}, widths {ramfae.widths(cfg)}, {f.steps} timed steps after {f.warmup} warm-up; "
+        f"jax {jax.__version__} backend {jax.default_backend()}, {os.cpu_count()} CPUs\n")
+  ref = rows[-1][1] if not f.skip_torch else None
+  print("| implementation | images/s | vs PyTorch | first step incl. compile (s) |")
+  print("| --- | --- | --- | --- |")
+  for name, ips, comp in rows:
+    ratio = f"{ips / ref:.2f}x" if ref else "-"
+    print(f"| {name} | {ips:.2f} | {ratio} | {comp:.1f} |")
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  flags.DEFINE_integer("image_size", 64, "square image side (divisible by 8)")
+  flags.DEFINE_integer("channels", 3, "1 or 3")
+  flags.DEFINE_integer("batch_size", 16, "batch size (paper: 16)")
+  flags.DEFINE_integer("base_features", 64, "first encoder width (paper: 64)")
+  flags.DEFINE_integer("max_features", 512, "width cap (paper: 512; MNIST: 128)")
+  flags.DEFINE_integer("steps", 5, "timed steps per implementation")
+  flags.DEFINE_integer("warmup", 2, "untimed steps first (includes XLA compilation)")
+  flags.DEFINE_string("upsample", "subpixel,transpose", "comma-separated jaxad upsample paths")
+  flags.DEFINE_bool("skip_torch", False, "measure only jaxad")
+  app.run(main)

@@ -1,0 +1,248 @@
+"""Trains a registered method on a data set; resumable, data-parallel, multi-host.
+
+Example (single host, all local devices)::
+
+  python experiments/train.py --method=conv_ae --dataset=mvtec \
+      --data_dir=../shared/data/mvtec_ad --category=bottle --image_size=128 \
+      --batch_size=16 --epochs=50 --seed=0 --workdir=runs/conv_ae_bottle \
+      --set features=32,64,128,256 --set learning_rate=5e-4
+
+Method-specific settings: ``experiments/configs/<method>.py:get_config()`` gives
+the defaults, ``--set field=value`` (repeatable) overrides fields of the
+method's ``Config``; ``--image_size``/``--channels`` set the config fields of
+the same name. Running the same command again resumes from the latest
+checkpoint in ``--workdir`` and continues bit-for-bit.
+
+Multi-host: start one process per host with ``--coordinator_address=host:port
+--num_processes=N --process_id=i`` (CPU processes use gloo collectives); every
+process loads the data and reads its rows of each global batch.
+
+Writes to ``--workdir``: ``config.json`` (resolved flags and config),
+``run.json`` (what a resume must match), ``metrics.jsonl`` (one JSON line per
+step), ``checkpoints/`` (Orbax) and ``samples.png`` (inputs, reconstructions,
+residuals, heat maps of a few training images, when the method has
+``reconstruct``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from absl import app, flags
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+  sys.path.insert(0, str(REPO_ROOT))
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("method", None, "Registered method name (jaxad.models.names()).")
+flags.DEFINE_enum("dataset", "mvtec", ["mvtec", "btad", "folder", "elpv", "mnist", "fashion_mnist"],
+                  "Data set reader of jaxad.data.load.")
+flags.DEFINE_string("data_dir", None, "Data folder (optional for --dataset=elpv).")
+flags.DEFINE_string("category", None, "MVTec category / BTAD product (when --data_dir holds several).")
+flags.DEFINE_integer("normal_class", None, "MNIST / Fashion-MNIST normal class (0-9).")
+flags.DEFINE_string("cache_dir", None, "Decoded-image cache folder of jaxad.data (optional).")
+flags.DEFINE_string("workdir", None, "Output folder: checkpoints, metrics, samples, config.")
+flags.DEFINE_integer("image_size", None, "Image size (sets config.image_size; default: config's).")
+flags.DEFINE_integer("channels", None, "Image channels 1 or 3 (sets config.channels).")
+flags.DEFINE_integer("batch_size", 16, "Global batch size (divisible by the device count).")
+flags.DEFINE_integer("epochs", 1, "Number of epochs.")
+flags.DEFINE_integer("seed", 0, "The one seed of the run (init, data order, augmentation).")
+flags.DEFINE_multi_string("set", [], "Method config override field=value (repeatable).")
+flags.DEFINE_integer("save_every", 0, "Checkpoint every N steps (0: only at the end).")
+flags.DEFINE_integer("keep", 3, "Number of checkpoints to keep.")
+flags.DEFINE_integer("log_every", 10, "Steps between metric/progress updates.")
+flags.DEFINE_integer("max_steps", 0, "Stop after this global step (0: no limit).")
+flags.DEFINE_integer("num_devices", 0, "Devices in the data mesh (0: all).")
+flags.DEFINE_integer("num_samples", 8, "Training images shown in samples.png (0: none).")
+flags.DEFINE_bool("resume", True, "Resume from the latest checkpoint in --workdir.")
+flags.DEFINE_string("coordinator_address", None, "jax.distributed coordinator host:port.")
+flags.DEFINE_integer("num_processes", 1, "Number of processes of the job.")
+flags.DEFINE_integer("process_id", 0, "This process's index in [0, num_processes).")
+flags.DEFINE_string("cpu_collectives", "gloo", "CPU collectives for multi-process CPU jobs.")
+
+
+class FlagError(ValueError):
+  """A bad flag or flag combination."""
+
+
+def check_flags() -> None:
+  """Validates flags before JAX or data are touched; raises :class:`FlagError`."""
+  if not FLAGS.method:
+    raise FlagError("--method is required")
+  if not FLAGS.workdir:
+    raise FlagError("--workdir is required")
+  if FLAGS.data_dir is None and FLAGS.dataset not in ("elpv", "fashion_mnist"):
+    raise FlagError(f"--data_dir is required for --dataset={FLAGS.dataset}")
+  if FLAGS.data_dir is not None and not Path(FLAGS.data_dir).is_dir():
+    raise FlagError(f"--data_dir={FLAGS.data_dir} does not exist or is not a directory")
+  if FLAGS.dataset in ("mnist", "fashion_mnist") and FLAGS.normal_class is None:
+    raise FlagError(f"--dataset={FLAGS.dataset} needs --normal_class=0..9")
+  if FLAGS.dataset not in ("mnist", "fashion_mnist") and FLAGS.normal_class is not None:
+    raise FlagError(f"--normal_class only applies to mnist/fashion_mnist, not --dataset={FLAGS.dataset}")
+  if FLAGS.category and FLAGS.dataset not in ("mvtec", "btad"):
+    raise FlagError(f"--category only applies to mvtec/btad, not --dataset={FLAGS.dataset}")
+  for name in ("batch_size", "epochs"):
+    if getattr(FLAGS, name) < 1:
+      raise FlagError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
+  for name in ("save_every", "max_steps", "num_devices", "num_samples"):
+    if getattr(FLAGS, name) < 0:
+      raise FlagError(f"--{name} must be >= 0, got {getattr(FLAGS, name)}")
+  if FLAGS.keep < 1 or FLAGS.log_every < 1:
+    raise FlagError("--keep and --log_every must be >= 1")
+  if not 0 <= FLAGS.seed < 2**32:
+    raise FlagError(f"--seed must be in [0, 2**32), got {FLAGS.seed}")
+  if FLAGS.num_processes < 1 or not 0 <= FLAGS.process_id < FLAGS.num_processes:
+    raise FlagError(f"--process_id={FLAGS.process_id} must be in [0, --num_processes="
+                    f"{FLAGS.num_processes})")
+  if FLAGS.num_processes > 1 and not FLAGS.coordinator_address:
+    raise FlagError("--num_processes > 1 needs --coordinator_address=host:port")
+  if FLAGS.num_processes > 1 and FLAGS.num_devices:
+    raise FlagError("--num_devices cannot be combined with --num_processes > 1 (all devices are used)")
+  if FLAGS.batch_size % FLAGS.num_processes:
+    raise FlagError(f"--batch_size={FLAGS.batch_size} must be divisible by --num_processes="
+                    f"{FLAGS.num_processes}")
+  workdir = Path(FLAGS.workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise FlagError(f"--workdir={workdir} exists and is not a directory")
+
+
+def init_distributed() -> None:
+  """``jax.distributed.initialize`` from the flags (no-op for one process)."""
+  import jax
+  if FLAGS.num_processes == 1:
+    return
+  if FLAGS.cpu_collectives:
+    jax.config.update("jax_cpu_collectives_implementation", FLAGS.cpu_collectives)
+  jax.distributed.initialize(FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
+                             process_id=FLAGS.process_id)
+
+
+def resolve_config(method_name: str, method: Any) -> Any:
+  """Config = configs/<method>.py defaults + --set overrides + --image_size/--channels."""
+  from experiments import configs
+  config = configs.get_config(method_name, method)
+  overrides = configs.parse_overrides(FLAGS.set)
+  for name in ("image_size", "channels"):
+    value = getattr(FLAGS, name)
+    if value is None:
+      continue
+    if name in overrides and configs.parse_value(name, overrides[name], value) != value:
+      raise FlagError(f"--{name}={value} conflicts with --set {name}={overrides[name]}")
+    if not hasattr(config, name):
+      raise FlagError(f"--{name} given but {method_name}.Config has no field {name!r}")
+    overrides[name] = str(value)
+  try:
+    return configs.apply_overrides(config, overrides)
+  except (TypeError, ValueError) as e:
+    raise FlagError(str(e)) from None
+
+
+def data_kwargs(config: Any) -> dict[str, Any]:
+  """Keyword arguments of ``jaxad.data.load`` for the flags and config."""
+  kwargs: dict[str, Any] = {}
+  if hasattr(config, "image_size"):
+    kwargs["image_size"] = config.image_size
+  if hasattr(config, "channels"):
+    kwargs["channels"] = config.channels
+  if FLAGS.cache_dir and FLAGS.dataset not in ("mnist", "fashion_mnist"):
+    kwargs["cache_dir"] = FLAGS.cache_dir
+  if FLAGS.category:
+    kwargs["category" if FLAGS.dataset == "mvtec" else "product"] = FLAGS.category
+  if FLAGS.dataset in ("mnist", "fashion_mnist"):
+    kwargs["normal_class"] = FLAGS.normal_class
+    kwargs["seed"] = FLAGS.seed
+  return kwargs
+
+
+def save_samples(method: Any, state: Any, images: Any, path: Path) -> Path | None:
+  """samples.png: input | reconstruction | residual | heat map of a few images."""
+  import numpy as np
+  from jaxad import viz
+  from jaxad.train import loop
+  scores, maps = loop.predict_dataset(method, state, images, batch_size=len(images), desc="samples")
+  del scores
+  recon = None
+  if hasattr(method, "reconstruct"):
+    import jax
+    recon = np.asarray(jax.jit(method.reconstruct)(state, images), np.float32)
+    recon = np.clip(recon, 0.0, 1.0)
+  return viz.save_panels(path, images, maps, reconstructions=recon, max_rows=len(images))
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    check_flags()
+  except FlagError as e:
+    raise app.UsageError(str(e)) from None
+  init_distributed()
+
+  import jax
+  from jaxad import data, models
+  from jaxad.progress import log
+  from jaxad.train import loop, mesh as mesh_lib
+  from jaxad.train.checkpoint import CheckpointMismatchError, quiet_orbax_logs
+
+  quiet_orbax_logs()
+
+  try:
+    method = models.get(FLAGS.method)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  try:
+    config = resolve_config(FLAGS.method, method)
+  except FlagError as e:
+    raise app.UsageError(str(e)) from None
+
+  kwargs = data_kwargs(config)
+  try:
+    train = data.load(FLAGS.dataset, FLAGS.data_dir, "train", **kwargs)
+  except FileNotFoundError as e:
+    raise app.UsageError(f"cannot load --dataset={FLAGS.dataset} from --data_dir="
+                         f"{FLAGS.data_dir}: {e}") from None
+  log("train split: %d images %s", len(train.images), tuple(train.images.shape[1:]))
+
+  mesh = mesh_lib.make_mesh(FLAGS.num_devices or None)
+  try:
+    mesh_lib.check_batch_size(FLAGS.batch_size, mesh)
+  except ValueError as e:
+    raise app.UsageError(f"--batch_size: {e}") from None
+
+  workdir = Path(FLAGS.workdir).resolve()
+  resolved = {"flags": {name: FLAGS[name].value for name in (
+      "method", "dataset", "data_dir", "category", "normal_class", "cache_dir", "workdir",
+      "image_size", "channels", "batch_size", "epochs", "seed", "set", "save_every", "keep",
+      "log_every", "max_steps", "num_devices", "num_processes")},
+              "data_kwargs": kwargs, "method": FLAGS.method,
+              "config": loop.config_to_dict(config), "num_devices": mesh.devices.size,
+              "jax_version": jax.__version__, "backend": jax.default_backend()}
+  try:
+    result = loop.fit(method, config, train, seed=FLAGS.seed, epochs=FLAGS.epochs,
+                      batch_size=FLAGS.batch_size, workdir=workdir, mesh=mesh,
+                      save_every=FLAGS.save_every or None, keep=FLAGS.keep, resume=FLAGS.resume,
+                      max_steps=FLAGS.max_steps or None, log_every=FLAGS.log_every,
+                      extra_info={"dataset": FLAGS.dataset, "data_dir": FLAGS.data_dir,
+                                  "data_kwargs": kwargs})
+  except CheckpointMismatchError as e:
+    raise app.UsageError(str(e)) from None
+  if jax.process_index() == 0:
+    (workdir / "config.json").write_text(json.dumps(resolved, indent=2, default=str) + "\n")
+  last = result.history[-1] if result.history else {}
+  log("done: step %d, %s", int(mesh_lib.to_host(result.state.step)),
+      {k: v for k, v in last.items() if k not in ("step", "epoch")})
+  if FLAGS.num_samples and jax.process_count() == 1:
+    path = save_samples(method, result.state, train.images[:FLAGS.num_samples],
+                        workdir / "samples.png")
+    log("samples: %s", path)
+  print(json.dumps({"workdir": str(workdir), "step": int(mesh_lib.to_host(result.state.step)),
+                    **{k: v for k, v in last.items() if k not in ("step", "epoch")}}))
+
+
+if __name__ == "__main__":
+  app.run(main)

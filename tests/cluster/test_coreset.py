@@ -1,0 +1,131 @@
+"""Tests for jaxad.cluster.coreset: SMCC sensitivity sampling and PatchCore greedy k-center."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+from jaxad.cluster import greedy_coreset, kmeans, kmeans_plusplus, sensitivity_coreset
+from jaxad.cluster.coreset import default_alpha, project
+
+
+@pytest.fixture(scope="module")
+def data():
+  x, _ = make_blobs(n_samples=2000, n_features=16, centers=10, cluster_std=2.5, random_state=0)
+  return x.astype(np.float32)
+
+
+def _kmeans_cost(x, centers, w=None):
+  x = np.asarray(x, np.float64)
+  d = ((x[:, None, :] - np.asarray(centers, np.float64)[None]) ** 2).sum(-1).min(1)
+  return float(d.sum() if w is None else (np.asarray(w, np.float64) * d).sum())
+
+
+def test_sensitivity_weights_sum_to_n_and_cost_is_approximated(data):
+  n = len(data)
+  m = n // 10
+  rng = np.random.default_rng(0)
+  km = kmeans(jax.random.key(0), data, 10, verbose=False)
+  center_sets = [np.asarray(km.centers), data[rng.choice(n, 10, replace=False)],
+                 data[rng.choice(n, 3, replace=False)]]
+  for seed in range(4):
+    cs = sensitivity_coreset(jax.random.key(seed), data, m, 10, verbose=False)
+    idx, w = np.asarray(cs.indices), np.asarray(cs.weights)
+    assert idx.shape == (m,) and w.shape == (m,) and idx.min() >= 0 and idx.max() < n
+    # Tolerance: unbiased estimator of N; 10% covers its spread at m = 200.
+    assert abs(w.sum() / n - 1) < 0.10, w.sum()
+    for centers in center_sets:
+      full = _kmeans_cost(data, centers)
+      core = _kmeans_cost(data[idx], centers, w)
+      assert abs(core / full - 1) < 0.10, (seed, core, full)
+
+
+def test_sensitivities_match_numpy_algorithm_2(data):
+  """Recovers q(x) = 1 / (m w) of the sampled points and compares with a NumPy Algorithm 2."""
+  key = jax.random.key(3)
+  m, k = 200, 10
+  cs = sensitivity_coreset(key, data, m, k, block=500, verbose=False)  # 2000 % 500 == 0: no padding
+  kb, _ = jax.random.split(key)
+  centers, _ = kmeans_plusplus(kb, data, k)
+  x = data.astype(np.float64)
+  d = ((x[:, None] - np.asarray(centers, np.float64)[None]) ** 2).sum(-1)
+  lab, dist = d.argmin(1), d.min(1)
+  alpha = default_alpha(k)
+  size = np.bincount(lab, minlength=k)
+  cost = np.bincount(lab, weights=dist, minlength=k)
+  s = alpha * dist + 2 * alpha * cost[lab] / size[lab] + 2 * dist.sum() / size[lab]
+  q = s / s.sum()
+  idx = np.asarray(cs.indices)
+  np.testing.assert_allclose(1.0 / (m * np.asarray(cs.weights, np.float64)), q[idx], rtol=1e-4)
+
+
+def _greedy_reference(p, start, m):
+  """Plain NumPy k-center greedy loop (float64, exact distances)."""
+  p = np.asarray(p, np.float64)
+  sel = [start]
+  min_d = np.full(len(p), np.inf)
+  last = start
+  for _ in range(1, m):
+    min_d = np.minimum(min_d, ((p - p[last]) ** 2).sum(1))
+    last = int(np.argmax(min_d))
+    sel.append(last)
+  return np.array(sel)
+
+
+@pytest.mark.parametrize("projection_dim", [None, 8])
+def test_greedy_equals_numpy_loop(data, projection_dim):
+  key = jax.random.key(1)
+  m = 200
+  cs = greedy_coreset(key, data, m, projection_dim=projection_dim, verbose=False)
+  kp, ks = jax.random.split(key)
+  start = int(jax.random.randint(ks, (), 0, len(data), dtype=np.int32))
+  p = np.asarray(project(kp, data, projection_dim))
+  ref = _greedy_reference(p, start, m)
+  np.testing.assert_array_equal(np.asarray(cs.indices), ref)
+  assert len(np.unique(np.asarray(cs.indices))) == m
+  np.testing.assert_array_equal(np.asarray(cs.weights), np.ones(m))
+
+
+def test_projection_preserves_distances_roughly(data):
+  # Johnson-Lindenstrauss sanity check of the projection itself; None: centring only.
+  p = np.asarray(project(jax.random.key(0), data, 12), np.float64)
+  x = data.astype(np.float64)
+  i, j = np.arange(0, 1000), np.arange(1000, 2000)
+  ratio = ((p[i] - p[j]) ** 2).sum(1) / ((x[i] - x[j]) ** 2).sum(1)
+  assert 0.8 < ratio.mean() < 1.2, ratio.mean()
+  np.testing.assert_allclose(np.asarray(project(jax.random.key(0), data, None)),
+                             x - x.mean(0), atol=1e-4)
+
+
+def test_same_key_identical(data):
+  for fn in (lambda key: sensitivity_coreset(key, data, 200, 10, verbose=False),
+             lambda key: greedy_coreset(key, data, 200, projection_dim=8, verbose=False)):
+    a, b, c = fn(jax.random.key(4)), fn(jax.random.key(4)), fn(jax.random.key(5))
+    np.testing.assert_array_equal(np.asarray(a.indices), np.asarray(b.indices))
+    np.testing.assert_array_equal(np.asarray(a.weights), np.asarray(b.weights))
+    assert not np.array_equal(np.asarray(a.indices), np.asarray(c.indices))
+
+
+def test_errors(data):
+  key = jax.random.key(0)
+  for m in (0, -3):
+    with pytest.raises(ValueError, match="m must be >= 1"):
+      sensitivity_coreset(key, data, m, 5)
+    with pytest.raises(ValueError, match="m must be >= 1"):
+      greedy_coreset(key, data, m)
+  with pytest.raises(ValueError, match="larger than the number of points"):
+    greedy_coreset(key, data[:10], 11)
+  with pytest.raises(ValueError, match="larger than the number of points"):
+    sensitivity_coreset(key, data[:10], 5, 11)
+  with pytest.raises(TypeError, match="m must be an int"):
+    greedy_coreset(key, data, 2.5)
+  with pytest.raises(ValueError, match="projection_dim"):
+    greedy_coreset(key, data, 5, projection_dim=0)
+  bad = data.copy()
+  bad[1, 1] = np.nan
+  with pytest.raises(ValueError, match="finite"):
+    greedy_coreset(key, bad, 5)
+  with pytest.raises(ValueError, match="finite"):
+    sensitivity_coreset(key, bad, 5, 2)

