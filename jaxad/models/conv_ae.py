@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxad.models._validate import check_images
 from jaxad.train.state import TrainState
 
 __all__ = ["Config", "ConvAE", "init", "train_step", "predict", "reconstruct", "residual_map"]
@@ -136,17 +137,6 @@ def _build(config: Config) -> tuple[ConvAE, optax.GradientTransformation, Any]:
   return model, tx, init_fn
 
 
-def _check_images(images: Any, config: Config | None, name: str) -> None:
-  shape = tuple(np.shape(images))
-  if len(shape) != 4:
-    raise ValueError(f"{name} must be [B, H, W, C], got shape {shape}")
-  if config is not None and shape[1:] != (config.image_size, config.image_size, config.channels):
-    raise ValueError(f"{name} must be [B, {config.image_size}, {config.image_size}, "
-                     f"{config.channels}] for this config, got shape {shape}")
-  dtype = getattr(images, "dtype", None)
-  if dtype is not None and dtype != jnp.float32:
-    raise TypeError(f"{name} must be float32 in [0, 1], got dtype {dtype}")
-
 
 def init(key: jax.Array, config: Config, example_batch: dict[str, Any]) -> TrainState:
   """A fresh train state.
@@ -161,7 +151,7 @@ def init(key: jax.Array, config: Config, example_batch: dict[str, Any]) -> Train
   if not isinstance(config, Config):
     raise TypeError(f"config must be conv_ae.Config, got {type(config).__name__}")
   images = example_batch["image"]
-  _check_images(images, config, "example_batch['image']")
+  check_images(images, config, "example_batch['image']")
   k_params, k_state = jax.random.split(key)
   model, tx, init_fn = _build(config)
   variables = init_fn(k_params)
@@ -202,7 +192,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
 
 def reconstruct(state: TrainState, images: jax.Array) -> jax.Array:
   """Reconstructions ``[B, H, W, C]`` in [0, 1] (BatchNorm in inference mode)."""
-  _check_images(images, None, "images")
+  check_images(images, None, "images")
   return state.apply_fn(state.variables(), images, train=False)
 
 

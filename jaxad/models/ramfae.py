@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxad.models._validate import check_images
 from jaxad import augment, losses, maps
 from jaxad.nn.attention import CoordinateAttention
 from jaxad.nn.layers import EncoderBlock, ResidualDecoderBlock, resolve_upsample
@@ -201,17 +202,6 @@ def learning_rate_schedule(config: Config) -> optax.Schedule:
                                      alpha=config.min_learning_rate / config.learning_rate)
 
 
-def _check_images(images: Any, config: Config | None, name: str) -> None:
-  shape = tuple(np.shape(images))
-  if len(shape) != 4:
-    raise ValueError(f"{name} must be [B, H, W, C], got shape {shape}")
-  if config is not None and shape[1:] != (config.image_size, config.image_size, config.channels):
-    raise ValueError(f"{name} must be [B, {config.image_size}, {config.image_size}, "
-                     f"{config.channels}] for this config, got shape {shape}")
-  dtype = getattr(images, "dtype", None)
-  if dtype is not None and dtype != jnp.float32:
-    raise TypeError(f"{name} must be float32 in [0, 1], got dtype {dtype}")
-
 
 def init(key: jax.Array, config: Config, example_batch: dict[str, Any]) -> TrainState:
   """A fresh RAMFAE train state (parameters, BatchNorm statistics, Adam state).
@@ -230,7 +220,7 @@ def init(key: jax.Array, config: Config, example_batch: dict[str, Any]) -> Train
     raise TypeError(f"config must be ramfae.Config, got {type(config).__name__}")
   if not isinstance(example_batch, dict) or "image" not in example_batch:
     raise ValueError("example_batch must be a dict with an 'image' entry")
-  _check_images(example_batch["image"], config, "example_batch['image']")
+  check_images(example_batch["image"], config, "example_batch['image']")
   k_params, k_state = jax.random.split(key)
   variables = _jitted_init(config)(k_params)
   return TrainState.create(apply_fn=_Apply(RAMFAENet(config), config), params=variables["params"],
@@ -310,7 +300,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
   """
   config = _config(state)
   x = batch["image"]
-  _check_images(x, config, "batch['image']")
+  check_images(x, config, "batch['image']")
   valid = batch.get("valid")
   w = jnp.ones(x.shape[:1], jnp.float32) if valid is None else valid.astype(jnp.float32)
   denom = jnp.maximum(jnp.sum(w), 1.0)
@@ -333,7 +323,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
 
 def reconstruct(state: TrainState, images: jax.Array) -> jax.Array:
   """Reconstructions ``[B, S, S, C]`` in ``[0, 1]`` (BatchNorm running statistics). Jit-able."""
-  _check_images(images, _config(state), "images")
+  check_images(images, _config(state), "images")
   return state.apply_fn(state.variables(), images, train=False)
 
 
