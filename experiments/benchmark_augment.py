@@ -1,10 +1,21 @@
 """Images/second: jitted batch transforms of jaxad.augment vs per-image NumPy/PIL loops.
 
-The references implement the same transforms the straightforward way (a Python
-loop over images, NumPy slicing for the rectangles, PIL for rotation and colour
-jitter as the CutPaste reference code does). Prints a Markdown table.
+Both sides produce the same outputs from the same inputs: a new augmented batch
+(float32 [B, H, W, C]) and a float32 mask [B, H, W]; the input batch is left
+untouched. The references are what one would write in NumPy: the output batch
+is allocated once (``images.copy()``, ``np.zeros``), then a Python loop over the
+images draws the geometry with ``np.random.Generator`` (all patches of an image in
+one call) and writes only the rectangles with slice assignments. The rotated and
+colour-jittered CutPaste converts only the patch to uint8 PIL (ImageEnhance
+contrast/brightness/colour, HSV hue shift, ``rotate(expand=True)`` nearest
+neighbour), as the CutPaste reference code does, and pastes it through its alpha.
 
-  flock /tmp/jaxad-bench.lock .venv/bin/python experiments/benchmark_augment.py
+The first row ("copy floor") is the cost of producing the two outputs at all:
+jax ``jnp.minimum(x, 1)`` plus a zero mask vs NumPy ``images.copy()`` plus
+``np.zeros``. Prints a Markdown table.
+
+  flock /tmp/jaxad-bench.lock .venv/bin/python experiments/benchmark_augment.py \
+      --batch 64 --size 256 --repeats 3
 """
 
 from __future__ import annotations
@@ -27,9 +38,11 @@ flags.DEFINE_integer("batch", 64, "Images per batch.")
 flags.DEFINE_integer("size", 256, "Image side (pixels).")
 flags.DEFINE_integer("repeats", 5, "Timed batches per transform (after one warm-up).")
 flags.DEFINE_integer("seed", 0, "PRNG seed.")
+flags.DEFINE_list("cases", [], "Run only these rows (names as in the table); empty = all.")
 
 
 # ------------------------------------------------------------------ NumPy / PIL references
+# Each reference writes image b into out[b] (a copy of the input) and mask[b] (zeros).
 
 
 def _rect_size(rng, height, width, area, aspect):
@@ -40,66 +53,106 @@ def _rect_size(rng, height, width, area, aspect):
   return h, w
 
 
-def _dst(rng, height, width, h, w, sy, sx):
-  while True:  # any position except the source one
-    dy, dx = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
-    if (dy, dx) != (sy, sx) or (h, w) == (height, width):
-      return dy, dx
+def _moved(rng, height, width, h, w, sy, sx):
+  """Destinations [N] for sources [N] (same size h x w), never at the source position."""
+  dy = rng.integers(0, height - h + 1, size=np.shape(sy))
+  dx = rng.integers(0, width - w + 1, size=np.shape(sx))
+  same = (dy == sy) & (dx == sx)
+  while same.any() and (h, w) != (height, width):  # rare: redraw the few that did not move
+    dy[same] = rng.integers(0, height - h + 1, size=same.sum())
+    dx[same] = rng.integers(0, width - w + 1, size=same.sum())
+    same = (dy == sy) & (dx == sx)
+  return dy, dx
 
 
-def np_copy_paste(rng, img, num_patches=30, area_ratio=0.01):
+def np_copy_paste(rng, img, out, mask, num_patches=30, area_ratio=0.01):
   height, width, _ = img.shape
   s = A.patch_side(height, width, area_ratio)
-  out, mask = img.copy(), np.zeros((height, width), np.float32)
-  for _ in range(num_patches):
-    sy, sx = rng.integers(0, height - s + 1), rng.integers(0, width - s + 1)
-    dy, dx = _dst(rng, height, width, s, s, sy, sx)
-    out[dy:dy + s, dx:dx + s] = img[sy:sy + s, sx:sx + s]
-    mask[dy:dy + s, dx:dx + s] = 1
-  return out, mask
+  sy = rng.integers(0, height - s + 1, size=num_patches)
+  sx = rng.integers(0, width - s + 1, size=num_patches)
+  dy, dx = _moved(rng, height, width, s, s, sy, sx)
+  for a, b, c, d in zip(sy.tolist(), sx.tolist(), dy.tolist(), dx.tolist()):
+    out[c:c + s, d:d + s] = img[a:a + s, b:b + s]
+    mask[c:c + s, d:d + s] = 1
 
 
-def np_cut_paste(rng, img, area=(0.02, 0.15), aspect=(0.3, 3.3), delete=False):
+def np_cut_paste(rng, img, out, mask, area=(0.02, 0.15), aspect=(0.3, 3.3), delete=False):
   height, width, _ = img.shape
   h, w = _rect_size(rng, height, width, area, aspect)
-  sy, sx = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
-  dy, dx = _dst(rng, height, width, h, w, sy, sx)
-  out, mask = img.copy(), np.zeros((height, width), np.float32)
+  sy, sx = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+  dy, dx = (int(v) for v in _moved(rng, height, width, h, w, sy, sx))
   if delete:
     out[sy:sy + h, sx:sx + w] = 0
     mask[sy:sy + h, sx:sx + w] = 1
   out[dy:dy + h, dx:dx + w] = img[sy:sy + h, sx:sx + w]
   mask[dy:dy + h, dx:dx + w] = 1
-  return out, mask
 
 
-def pil_cut_paste_rot_jitter(rng, img, area=(0.02, 0.15), aspect=(0.3, 3.3), rotation=45.0,
-                             jitter=0.1):
-  """CutPaste-reference style: PIL crop, colour jitter, rotate(expand), paste with a mask."""
+def pil_cut_paste_rot_jitter(rng, img, out, mask, area=(0.02, 0.15), aspect=(0.3, 3.3),
+                             rotation=45.0, jitter=0.1):
+  """CutPaste-reference style on the patch only: PIL jitter, rotate(expand), paste via alpha."""
   height, width, _ = img.shape
   h, w = _rect_size(rng, height, width, area, aspect)
   sy, sx = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
-  pil = Image.fromarray((img * 255).round().astype(np.uint8))
-  patch = pil.crop((sx, sy, sx + w, sy + h))
+  patch = Image.fromarray((img[sy:sy + h, sx:sx + w] * 255).round().astype(np.uint8))
   f = rng.uniform(1 - jitter, 1 + jitter, size=3)
   patch = ImageEnhance.Contrast(patch).enhance(f[0])
   patch = ImageEnhance.Brightness(patch).enhance(f[1])
   patch = ImageEnhance.Color(patch).enhance(f[2])
-  hsv = np.asarray(patch.convert("HSV")).copy()
-  hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(rng.uniform(-jitter, jitter) * 255)) % 256
+  hsv = np.array(patch.convert("HSV"))
+  hsv[..., 0] += np.uint8(int(rng.uniform(-jitter, jitter) * 255) % 256)  # wraps mod 256
   patch = Image.fromarray(hsv, "HSV").convert("RGB")
   angle = rng.uniform(-rotation, rotation)
   patch = patch.rotate(angle, expand=True, resample=Image.NEAREST)
-  alpha = Image.new("L", (w, h), 255).rotate(angle, expand=True, resample=Image.NEAREST)
-  bw, bh = patch.size
+  alpha = np.asarray(Image.new("L", (w, h), 255).rotate(angle, expand=True,
+                                                         resample=Image.NEAREST)) > 0
+  bh, bw = alpha.shape
   dy, dx = rng.integers(0, height - bh + 1), rng.integers(0, width - bw + 1)
-  pil.paste(patch, (int(dx), int(dy)), alpha)
-  mask = np.zeros((height, width), np.float32)
-  mask[dy:dy + bh, dx:dx + bw] = np.asarray(alpha) > 0
-  return np.asarray(pil, np.float32) / 255.0, mask
+  win = out[dy:dy + bh, dx:dx + bw]
+  win[alpha] = np.asarray(patch, np.float32)[alpha] / 255.0
+  mask[dy:dy + bh, dx:dx + bw] = alpha
+
+
+def np_cutout(rng, img, out, mask, num_patches=30, area_ratio=0.01):
+  height, width, _ = img.shape
+  s = A.patch_side(height, width, area_ratio)
+  ys = rng.integers(0, height - s + 1, size=num_patches).tolist()
+  xs = rng.integers(0, width - s + 1, size=num_patches).tolist()
+  for y, x in zip(ys, xs):
+    out[y:y + s, x:x + s] = 0
+    mask[y:y + s, x:x + s] = 1
+
+
+def np_random_erasing(rng, img, out, mask, area=(0.02, 0.4), aspect=(0.3, 3.3)):
+  height, width, channels = img.shape
+  h, w = _rect_size(rng, height, width, area, aspect)
+  y, x = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+  out[y:y + h, x:x + w] = rng.random((h, w, channels), np.float32)
+  mask[y:y + h, x:x + w] = 1
+
+
+def np_confetti(rng, img, out, mask, num_patches=30, size=(0.02, 0.06)):
+  height, width, channels = img.shape
+  hs = np.clip(np.round(rng.uniform(*size, num_patches) * height), 1, height).astype(int)
+  ws = np.clip(np.round(rng.uniform(*size, num_patches) * width), 1, width).astype(int)
+  ys = rng.integers(0, height - hs + 1)
+  xs = rng.integers(0, width - ws + 1)
+  colours = rng.random((num_patches, channels), np.float32)
+  for y, x, h, w, c in zip(ys.tolist(), xs.tolist(), hs.tolist(), ws.tolist(), colours):
+    out[y:y + h, x:x + w] = c
+    mask[y:y + h, x:x + w] = 1
+
+
+def np_floor(rng, img, out, mask):
+  del rng, img, out, mask  # the batch copy and the zero mask are the whole work
 
 
 # ------------------------------------------------------------------ timing
+
+
+def jax_floor(key, x):
+  del key
+  return jnp.minimum(x, 1.0), jnp.zeros(x.shape[:3], jnp.float32)
 
 
 def time_jax(fn, key, x, repeats):
@@ -111,23 +164,33 @@ def time_jax(fn, key, x, repeats):
   return repeats * x.shape[0] / (time.perf_counter() - t0)
 
 
+def run_ref(fn, images, rng):
+  out = images.copy()
+  mask = np.zeros(images.shape[:3], np.float32)
+  for b in range(images.shape[0]):
+    fn(rng, images[b], out[b], mask[b])
+  return out, mask
+
+
 def time_ref(fn, images, repeats, seed):
   rng = np.random.default_rng(seed)
-  for img in images[:2]:
-    fn(rng, img)
+  run_ref(fn, images[:2], rng)  # warm-up
   t0 = time.perf_counter()
   for _ in range(repeats):
-    out = [fn(rng, img) for img in images]
-    np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
+    run_ref(fn, images, rng)
   return repeats * len(images) / (time.perf_counter() - t0)
 
 
 CASES = [
+    ("copy floor", jax_floor, np_floor),
     ("copy_paste (N=30, 1%)", A.copy_paste, np_copy_paste),
     ("cut_paste", A.cut_paste, np_cut_paste),
     ("delete_paste", A.delete_paste, functools.partial(np_cut_paste, delete=True)),
     ("cut_paste rot45 + jitter 0.1", functools.partial(A.cut_paste, rotation=45.0, jitter=0.1),
      pil_cut_paste_rot_jitter),
+    ("cutout (N=30, black)", A.cutout, np_cutout),
+    ("random_erasing", A.random_erasing, np_random_erasing),
+    ("confetti (N=30)", A.confetti, np_confetti),
 ]
 
 
@@ -136,8 +199,9 @@ def main(argv: list[str]) -> None:
   key = jax.random.key(FLAGS.seed)
   x = jax.random.uniform(jax.random.fold_in(key, 1), (FLAGS.batch, FLAGS.size, FLAGS.size, 3))
   xn = np.asarray(x)
+  cases = [c for c in CASES if not FLAGS.cases or c[0].split(" (")[0] in FLAGS.cases]
   rows = []
-  for name, jfn, rfn in progress(CASES, desc="benchmark_augment", unit="case"):
+  for name, jfn, rfn in progress(cases, desc="benchmark_augment", unit="case"):
     j = time_jax(jfn, key, x, FLAGS.repeats)
     r = time_ref(rfn, xn, FLAGS.repeats, FLAGS.seed)
     rows.append((name, j, r))

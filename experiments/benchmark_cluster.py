@@ -25,7 +25,8 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("task", "knn", ["kmeans", "gmm", "greedy", "knn"], "What to benchmark.")
+flags.DEFINE_enum("task", "knn", ["kmeans", "gmm", "greedy", "knn", "features"],
+                  "What to benchmark; 'features' only writes real patch features to --npy.")
 flags.DEFINE_integer("n", 20000, "Number of feature vectors (bank size for knn).")
 flags.DEFINE_integer("d", 512, "Feature dimension.")
 flags.DEFINE_integer("k_kmeans", 32, "Clusters for k-means.")
@@ -41,13 +42,17 @@ flags.DEFINE_list("impls", [], "Subset of implementations (default: all for the 
 flags.DEFINE_string("impl", "", "Internal: run one implementation in this process.")
 flags.DEFINE_string("out", "", "Internal: where the child writes its arrays (.npz).")
 flags.DEFINE_integer("seed", 0, "Data seed.")
+flags.DEFINE_enum("data", "mix", ["mix", "gauss", "npy"], "mix: 64 anisotropic blobs (default); "
+                  "gauss: i.i.d. N(0, 1) (nothing to prune); npy: the first --n rows of --npy.")
+flags.DEFINE_string("npy", "/tmp/jaxad_bottle_feats.npy", "Feature file for --data=npy / --task=features.")
+flags.DEFINE_string("mvtec_dir", "../shared/data/mvtec_ad", "MVTec AD root for --task=features.")
 flags.DEFINE_integer("repeats", 1, "Timed runs per implementation (the minimum is reported).")
 
 _LOAD0 = (0.0, 0.0, 0.0)
 IMPLS = {
   "kmeans": ["jaxad", "sklearn"],
   "gmm": ["jaxad", "sklearn"],
-  "greedy": ["jaxad", "torch_loop", "numpy_loop"],
+  "greedy": ["jaxad", "jaxad_plain", "torch_loop", "numpy_loop"],
   "knn": ["jaxad", "faiss", "torch_cdist"],
 }
 
@@ -71,16 +76,61 @@ def make_data(n: int, d: int, seed: int):
   return np.maximum(x, 0.0)
 
 
+def write_features() -> None:
+  """Real patch features: ImageNet MobileNetV2 stride8+stride16+stride32+head (32+96+320+1280 =
+  1728 channels) on the first 128 MVTec AD bottle train images at 224 px, bilinearly resized to the
+  stride-8 grid (28 x 28) and 3x3-averaged (PatchCore's local aggregation): 100,352 x 1728."""
+  import glob
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from PIL import Image
+  from jaxad import backbones as bb
+  files = sorted(glob.glob(os.path.join(FLAGS.mvtec_dir, "bottle/train/good/*.png")))[:128]
+  if not files:
+    raise FileNotFoundError(f"no MVTec AD bottle images under {FLAGS.mvtec_dir}/bottle/train/good")
+  imgs = np.stack([np.asarray(Image.open(f).convert("RGB").resize((224, 224), Image.BILINEAR),
+                              np.float32) / 255 for f in files])
+  mod, var = bb.create("mobilenet_v2"), bb.load_pretrained("mobilenet_v2")
+  layers = ["stride8", "stride16", "stride32", "head"]
+
+  @jax.jit
+  def feats(x):
+    fs = bb.extract_features(mod, var, x, layers)
+    out = []
+    for name in layers:
+      a = jax.image.resize(fs[name], (x.shape[0], 28, 28, fs[name].shape[-1]), "bilinear")
+      out.append(jax.lax.reduce_window(a, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1), "SAME") / 9)
+    return jnp.concatenate(out, -1)
+
+  x = np.concatenate([np.asarray(feats(imgs[i:i + 16])) for i in range(0, len(imgs), 16)])
+  x = x.reshape(-1, x.shape[-1]).astype(np.float32)
+  np.save(FLAGS.npy, x)
+  print(f"wrote {FLAGS.npy}: {x.shape}")
+
+
+def load_data(n: int, d: int, seed: int):
+  import numpy as np
+  if FLAGS.data == "mix":
+    return make_data(n, d, seed)
+  if FLAGS.data == "gauss":
+    return np.random.default_rng(seed).standard_normal((n, d), dtype=np.float32)
+  x = np.load(FLAGS.npy, mmap_mode="r")
+  if x.shape[0] < n:
+    raise ValueError(f"{FLAGS.npy} has {x.shape[0]} rows < --n={n}")
+  return np.ascontiguousarray(x[:n], dtype=np.float32)
+
+
 def run_child() -> None:
   import numpy as np
   task, impl = FLAGS.task, FLAGS.impl
-  x = make_data(FLAGS.n, FLAGS.d, FLAGS.seed)
+  x = load_data(FLAGS.n, FLAGS.d, FLAGS.seed)
   out: dict = {}
   arrays: dict = {}
   if task == "knn":
     q = make_data(FLAGS.queries, FLAGS.d, FLAGS.seed + 1)
   # Import the implementation's libraries first, so the memory baseline includes them.
-  mods = {"jaxad": ["jax", "jaxad.cluster"], "sklearn": ["sklearn.cluster", "sklearn.mixture"],
+  mods = {"jaxad": ["jax", "jaxad.cluster"], "jaxad_plain": ["jax", "jaxad.cluster"], "sklearn": ["sklearn.cluster", "sklearn.mixture"],
           "torch_loop": ["torch", "jax"], "numpy_loop": ["jax"], "faiss": ["faiss"],
           "torch_cdist": ["torch"]}[impl]
   for mod in mods:
@@ -95,7 +145,7 @@ def run_child() -> None:
       best = min(best, time.perf_counter() - t0)
     return r, best
 
-  if impl == "jaxad":
+  if impl in ("jaxad", "jaxad_plain"):
     import jax
     import jaxad.cluster as jc
     key = jax.random.key(0)
@@ -108,7 +158,7 @@ def run_child() -> None:
       m = int(FLAGS.ratio * FLAGS.n)
       fn = lambda: jax.block_until_ready(jc.greedy_coreset(key, x, m,
                                                            projection_dim=FLAGS.projection_dim,
-                                                           verbose=False))
+                                                           prune=impl == "jaxad", verbose=False))
     else:
       fn = lambda: jax.block_until_ready(jc.knn(q, x, FLAGS.k_knn, squared=True))
     r, out["cold_s"] = timed(fn, repeats=1)
@@ -206,6 +256,9 @@ def main(argv) -> None:
   if FLAGS.impl:
     run_child()
     return
+  if FLAGS.task == "features":
+    write_features()
+    return
   import numpy as np
   global _LOAD0
   _LOAD0 = os.getloadavg()
@@ -234,7 +287,7 @@ def main(argv) -> None:
 def _print_table(results: dict) -> None:
   import numpy as np
   task = FLAGS.task
-  size = f"{FLAGS.n}x{FLAGS.d}"
+  size = f"{FLAGS.n}x{FLAGS.d} {FLAGS.data}"
   extra = {"kmeans": f"k={FLAGS.k_kmeans}", "gmm": f"k={FLAGS.k_gmm} {FLAGS.covariance}",
            "greedy": f"m={int(FLAGS.ratio * FLAGS.n)} P={FLAGS.projection_dim}",
            "knn": f"Q={FLAGS.queries} k={FLAGS.k_knn}"}[task]
@@ -250,11 +303,12 @@ def _print_table(results: dict) -> None:
       q = f"{name} {r['quality']:.6g} ({r['n_iter']} it)"
     elif task == "greedy":
       q = ""
-      if ref_impl in results and "arrays" in r:
-        a, b = r["arrays"]["indices"], results[ref_impl]["arrays"]["indices"]
-        n = min(len(a), len(b))
-        diverge = np.nonzero(a[:n] != b[:n])[0]
-        q = f"same first {diverge[0] if len(diverge) else n}/{n} indices as numpy_loop"
+      for ref in (ref_impl, "jaxad_plain"):
+        if ref in results and ref != impl and "arrays" in r and "arrays" in results[ref]:
+          a, b = r["arrays"]["indices"], results[ref]["arrays"]["indices"]
+          n = min(len(a), len(b))
+          diverge = np.nonzero(a[:n] != b[:n])[0]
+          q += f"same first {diverge[0] if len(diverge) else n}/{n} indices as {ref}; "
       if r.get("steps_run") and r["steps_run"] < int(FLAGS.ratio * FLAGS.n):
         q += f"; time extrapolated from {r['steps_run']} steps"
     else:

@@ -11,10 +11,14 @@ warm-up / compile run); jaxad runs under ``jax.jit``. The implementations altern
 load from other processes hits both alike. Prints a Markdown table.
 
   flock /tmp/jaxad-bench.lock .venv/bin/python experiments/benchmark_losses.py
+  # load-robust variant (both libraries on one core), only the SSIM rows:
+  flock /tmp/jaxad-bench.lock taskset -c 1 .venv/bin/python experiments/benchmark_losses.py \
+      --torch_threads 1 --cases ssim_same,ssim_valid
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from absl import app, flags
@@ -30,6 +34,8 @@ flags.DEFINE_integer("size", 256, "Image height and width.")
 flags.DEFINE_integer("channels", 3, "Channels.")
 flags.DEFINE_integer("repeats", 5, "Timed repetitions (median reported).")
 flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0 = torch default).")
+flags.DEFINE_list("cases", [], "Subset of rows to run, e.g. 'ssim_same,ssim_valid' "
+                  "(ssim_same, ssim_valid, gmsd, msgms); empty = all.")
 
 
 def _torch_refs():
@@ -110,7 +116,14 @@ def main(argv):
       "MSGMS loss": (lambda a, b_: losses.msgms_loss(a, b_, max_val=1.0), riad.msgms_loss,
                      "RIAD-style torch MSGMS"),
   }
+  keys = dict(zip(("ssim_same", "ssim_valid", "gmsd", "msgms"), cases))
+  unknown = [k for k in FLAGS.cases if k not in keys]
+  if unknown:
+    raise app.UsageError(f"--cases: unknown {unknown}; choose from {sorted(keys)}.")
+  if FLAGS.cases:
+    cases = {keys[k]: cases[keys[k]] for k in FLAGS.cases}
   rows = []
+  load_before = os.getloadavg()[0]
   for name, (jfn, tfn, tname) in cases.items():
     jgrad = jax.jit(jax.value_and_grad(lambda a, b_: jnp.sum(jfn(a, b_))))
     jfwd = jax.jit(lambda a, b_: jnp.sum(jfn(a, b_)))
@@ -148,7 +161,8 @@ def main(argv):
 
   print(f"\nbatch {b}x{s}x{s}x{c} float32, jax {jax.__version__} ({jax.default_backend()}), "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), median of "
-        f"{FLAGS.repeats}\n")
+        f"{FLAGS.repeats}; load average (1 min) {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
   print("| loss | torch reference | jaxad fwd ms | torch fwd ms | jaxad fwd+bwd ms | "
         "torch fwd+bwd ms | speed-up fwd+bwd (torch/jaxad) | loss jaxad / torch |")
   print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")

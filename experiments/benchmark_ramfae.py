@@ -4,8 +4,12 @@ Both sides train the same architecture (Table 1 of the paper, widths scaled by
 ``--base_features`` / ``--max_features``) on the same batch size and image size with the
 same loss (GMSD + (1 - SSIM) + MSE, Delete Paste inputs) and Adam; images/s is measured
 over ``--steps`` steps after ``--warmup`` steps (compilation / allocator warm-up), in one
-process, one after the other. Each side gets all CPU threads of the machine (PyTorch
-``torch.set_num_threads(os.cpu_count())``; XLA uses its own pool).
+process. The timed steps of the implementations are interleaved (ABBA order), so that all
+of them see the same background load on a shared machine; images/s are reported from the
+median and the best wall-clock step time and from the median CPU time (``process_time``,
+which does not count time the process waited for a CPU). Each side gets ``--threads``
+threads (default all CPUs; PyTorch ``torch.set_num_threads``, XLA its own pool, or
+XLA's single-thread flags for ``--threads=1``). The jitted jaxad step donates the state.
 
 The PyTorch model (:class:`TorchRAMFAE`) is written for this benchmark from the paper
 and is also the independent reference of ``tests/models/test_ramfae.py`` (weights copied
@@ -14,9 +18,11 @@ definitions (Prewitt GMS with reflect padding, Gaussian SSIM 11/1.5 with reflect
 its Delete Paste is a simple per-image loop on the host (both sides include augmentation
 in the timed step).
 
-Usage (take the shared lock so measurements do not overlap):
-  flock /tmp/jaxad-bench.lock .venv/bin/python experiments/benchmark_ramfae.py \
-      --image_size=64 --batch_size=16 --base_features=64 --max_features=512
+Usage (``--lock`` takes the shared lock for the timed steps only; compilation runs before):
+  .venv/bin/python experiments/benchmark_ramfae.py --lock=/tmp/jaxad-bench.lock \
+      --image_size=64 --batch_size=16 --base_features=32 --max_features=256 --steps=6 --warmup=1
+  # optional, process-wide XLA:CPU setting (see BUILD_NOTES.md, RAMFAE performance):
+  #   --xla_flags=--xla_cpu_experimental_ynn_fusion_type=individual_dot
 """
 
 from __future__ import annotations
@@ -238,87 +244,127 @@ def torch_delete_paste(rng: np.random.Generator, x: torch.Tensor) -> torch.Tenso
 # ----------------------------------------------------------------------------- benchmark
 
 
-def _bench_torch(cfg, images: np.ndarray, steps: int, warmup: int) -> float:
-  torch.manual_seed(0)
-  model = TorchRAMFAE(cfg.channels, cfg.base_features, cfg.max_features, cfg.dilation_rates,
-                      cfg.attention_reduction)
-  model.train()
-  opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-  sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.decay_steps, eta_min=1e-6)
-  x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-  rng = np.random.default_rng(0)
+class _TorchStep:
+  """One PyTorch training step (Delete Paste on the host, forward, loss, backward, Adam)."""
 
-  def step():
-    inp = torch_delete_paste(rng, x)
-    opt.zero_grad(set_to_none=True)
-    loss = torch_loss(model(inp), x)
+  def __init__(self, cfg, images: np.ndarray):
+    torch.manual_seed(0)
+    self.model = TorchRAMFAE(cfg.channels, cfg.base_features, cfg.max_features, cfg.dilation_rates,
+                             cfg.attention_reduction)
+    self.model.train()
+    self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-4)
+    self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.decay_steps,
+                                                            eta_min=1e-6)
+    self.x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    self.rng = np.random.default_rng(0)
+
+  def __call__(self, i: int) -> None:
+    del i
+    inp = torch_delete_paste(self.rng, self.x)
+    self.opt.zero_grad(set_to_none=True)
+    loss = torch_loss(self.model(inp), self.x)
     loss.backward()
-    opt.step()
-    sched.step()
-    return loss.item()
-
-  for _ in range(warmup):
-    step()
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    step()
-  return steps * images.shape[0] / (time.perf_counter() - t0)
+    self.opt.step()
+    self.sched.step()
+    loss.item()
 
 
-def _bench_jax(cfg, images: np.ndarray, steps: int, warmup: int) -> tuple[float, float]:
-  import jax
+class _JaxStep:
+  """One jitted jaxad step; the state is donated (updated in place)."""
 
-  from jaxad.models import ramfae
-  batch = {"image": jax.device_put(images)}
-  state = ramfae.init(jax.random.key(0), cfg, batch)
-  step = jax.jit(ramfae.train_step)
-  t0 = time.perf_counter()
-  state, m = step(state, batch, jax.random.key(1))
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - t0
-  for i in range(max(warmup - 1, 0)):
-    state, m = step(state, batch, jax.random.key(2 + i))
-  jax.block_until_ready(m)
-  t0 = time.perf_counter()
+  def __init__(self, cfg, images: np.ndarray):
+    import jax
+
+    from jaxad.models import ramfae
+    self.jax = jax
+    self.batch = {"image": jax.device_put(images)}
+    self.state = ramfae.init(jax.random.key(0), cfg, self.batch)
+    self.step = jax.jit(ramfae.train_step, donate_argnums=0)
+
+  def __call__(self, i: int) -> None:
+    self.state, m = self.step(self.state, self.batch, self.jax.random.key(100 + i))
+    self.jax.block_until_ready((self.state, m))
+
+
+def _run(steppers: dict, steps: int, warmup: int) -> dict:
+  """Warm-up, then ``steps`` rounds that run every stepper once each, alternating the order.
+
+  Interleaving makes every implementation see the same background load on a shared
+  machine. Returns per-step wall and CPU (``process_time``) seconds and the first-step time.
+  """
+  out = {}
+  for name, fn in steppers.items():
+    t0 = time.perf_counter()
+    for i in range(max(warmup, 1)):
+      fn(i)
+    out[name] = {"first": time.perf_counter() - t0, "wall": [], "cpu": []}
+  names = list(steppers)
   for i in range(steps):
-    state, m = step(state, batch, jax.random.key(100 + i))
-  jax.block_until_ready((state, m))
-  return steps * images.shape[0] / (time.perf_counter() - t0), compile_s
+    for name in (names if i % 2 == 0 else names[::-1]):
+      w0, c0 = time.perf_counter(), time.process_time()
+      steppers[name](warmup + i)
+      out[name]["cpu"].append(time.process_time() - c0)
+      out[name]["wall"].append(time.perf_counter() - w0)
+  return out
 
 
 def main(argv) -> None:
   del argv
   from absl import flags
-
+  f = flags.FLAGS
+  threads = f.threads or os.cpu_count() or 1
+  if f.xla_flags:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + f.xla_flags).strip()
+  if threads == 1:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                               " intra_op_parallelism_threads=1").strip()
   import jax
 
   from jaxad.models import ramfae
   from jaxad.nn.layers import default_upsample
-  f = flags.FLAGS
-  torch.set_num_threads(os.cpu_count() or 1)
+  torch.set_num_threads(threads)
   rng = np.random.default_rng(0)
   images = rng.uniform(0, 1, (f.batch_size, f.image_size, f.image_size, f.channels)).astype(np.float32)
-  uploads = [u.strip() for u in f.upsample.split(",")]
-  rows = []
-  for up in uploads:
+  steppers = {}
+  for up in [u.strip() for u in f.upsample.split(",") if u.strip()]:
     cfg = ramfae.Config(image_size=f.image_size, channels=f.channels, base_features=f.base_features,
                         max_features=f.max_features, upsample=up)
-    ips, comp = _bench_jax(cfg, images, f.steps, f.warmup)
-    rows.append((f"jaxad (upsample={up if up != 'auto' else 'auto=' + default_upsample()})", ips, comp))
+    steppers[f"jaxad (upsample={up if up != 'auto' else 'auto=' + default_upsample()})"] = _JaxStep(cfg, images)
   cfg = ramfae.Config(image_size=f.image_size, channels=f.channels, base_features=f.base_features,
                       max_features=f.max_features)
+  torch_name = f"PyTorch {torch.__version__} CPU"
   if not f.skip_torch:
-    rows.append((f"PyTorch {torch.__version__} CPU ({torch.get_num_threads()} threads)",
-                 _bench_torch(cfg, images, f.steps, f.warmup), float("nan")))
-  print(f"\nRAMFAE training throughput, {f.image_size}x{f.image_size}x{f.channels}, batch "
-        f"{f.batch_size}, widths {ramfae.widths(cfg)}, {f.steps} timed steps after {f.warmup} warm-up; "
-        f"jax {jax.__version__} backend {jax.default_backend()}, {os.cpu_count()} CPUs\n")
-  ref = rows[-1][1] if not f.skip_torch else None
-  print("| implementation | images/s | vs PyTorch | first step incl. compile (s) |")
-  print("| --- | --- | --- | --- |")
-  for name, ips, comp in rows:
-    ratio = f"{ips / ref:.2f}x" if ref else "-"
-    print(f"| {name} | {ips:.2f} | {ratio} | {comp:.1f} |")
+    steppers[torch_name] = _TorchStep(cfg, images)
+  lock = None
+  if f.lock:  # hold the shared benchmark lock for the timed part only (not for compilation)
+    import fcntl
+    for fn_name, fn in steppers.items():  # compile / warm up outside the lock
+      fn(0)
+    lock = open(f.lock, "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+  t_start = time.strftime("%H:%M:%S", time.gmtime())
+  load = os.getloadavg()[0]
+  res = _run(steppers, f.steps, f.warmup)
+  if lock is not None:
+    lock.close()
+  b = f.batch_size
+  print(f"\nRAMFAE training throughput, {f.image_size}x{f.image_size}x{f.channels}, batch {b}, widths "
+        f"{ramfae.widths(cfg)}, {f.steps} interleaved timed steps after {f.warmup} warm-up; jax "
+        f"{jax.__version__} backend {jax.default_backend()}, {os.cpu_count()} CPUs, {threads} thread(s) "
+        f"each; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; timed from {t_start} UTC, load {load:.1f}\n")
+  ref = res.get(torch_name)
+  print("| implementation | images/s (median wall) | vs PyTorch | images/s (best wall) | vs PyTorch "
+        "| images/s (median CPU time) | vs PyTorch | warm-up steps (s; incl. compile without --lock) |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+  for name, r in res.items():
+    ips = {k: b / float(np.median(r[k])) for k in ("wall", "cpu")}
+    best = b / float(np.min(r["wall"]))
+    rips = None if ref is None else {k: b / float(np.median(ref[k])) for k in ("wall", "cpu")}
+    rbest = None if ref is None else b / float(np.min(ref["wall"]))
+    rat = lambda a, c: "-" if c is None else f"{a / c:.2f}x"
+    print(f"| {name} | {ips['wall']:.2f} | {rat(ips['wall'], rips and rips['wall'])} | {best:.2f} | "
+          f"{rat(best, rbest)} | {ips['cpu']:.2f} | {rat(ips['cpu'], rips and rips['cpu'])} | "
+          f"{r['first']:.1f} |")
 
 
 if __name__ == "__main__":
@@ -330,6 +376,12 @@ if __name__ == "__main__":
   flags.DEFINE_integer("max_features", 512, "width cap (paper: 512; MNIST: 128)")
   flags.DEFINE_integer("steps", 5, "timed steps per implementation")
   flags.DEFINE_integer("warmup", 2, "untimed steps first (includes XLA compilation)")
-  flags.DEFINE_string("upsample", "subpixel,transpose", "comma-separated jaxad upsample paths")
+  flags.DEFINE_string("upsample", "auto", "comma-separated jaxad upsample paths (auto, subpixel, "
+                      "transpose)")
   flags.DEFINE_bool("skip_torch", False, "measure only jaxad")
+  flags.DEFINE_integer("threads", 0, "threads per framework (0 = all CPUs; 1 also sets XLA's "
+                       "single-thread flags)")
+  flags.DEFINE_string("xla_flags", "", "extra XLA_FLAGS for this process (set before jax starts)")
+  flags.DEFINE_string("lock", "", "if set, take this flock only for the timed steps (compile "
+                      "outside it), e.g. /tmp/jaxad-bench.lock")
   app.run(main)

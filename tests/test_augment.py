@@ -1,6 +1,9 @@
 """Property tests for jaxad.augment (synthetic-anomaly transforms).
 
-Images are 32-64 px; "many draws" statistics come from one vmapped/batched call.
+Images are 16-64 px; "many draws" statistics come from one vmapped/batched call.
+Compile time dominates: every transform call is jitted (an eager call compiles each
+primitive separately) and tests reuse one compiled function per (config, shape)
+through ``JITTED`` wherever the assertions allow the same input shape.
 """
 
 from __future__ import annotations
@@ -108,8 +111,8 @@ def test_determinism_shape_dtype_range_and_changed_pixels(name):
 
 @pytest.mark.parametrize("name", ["cut_paste_rot_jitter", "confetti"])
 def test_grayscale_images(name):
-  x = _images(2, batch=2, channels=1, size=32)
-  aug, mask = ALL[name](jax.random.key(0), x)
+  x = _images(2, batch=2, channels=1, size=16)
+  aug, mask = JITTED[name](jax.random.key(0), x)
   assert aug.shape == x.shape and aug.dtype == jnp.float32 and mask.shape == x.shape[:3]
   a = np.asarray(aug)
   assert a.min() >= 0.0 and a.max() <= 1.0 and np.asarray(mask).sum() > 0
@@ -118,8 +121,8 @@ def test_grayscale_images(name):
 
 def test_region_mask_marks_patch_even_where_values_do_not_change():
   # a constant image: pasting copies identical values, but the region is still marked
-  x = jnp.full((2, 32, 32, 3), 0.5, jnp.float32)
-  aug, mask = A.cut_paste(jax.random.key(0), x)
+  x = jnp.full((4, H, W, 3), 0.5, jnp.float32)  # the shape of _images(): reuses the compile
+  aug, mask = JITTED["cut_paste"](jax.random.key(0), x)
   np.testing.assert_array_equal(np.asarray(aug), np.asarray(x))
   assert np.asarray(mask).sum(axis=(1, 2)).min() >= 0.02 * 32 * 32 * 0.8
 
@@ -175,7 +178,7 @@ def test_copy_paste_patches_are_translated_squares_of_one_percent():
   side = A.patch_side(size, size, 0.01)
   assert side == 6
   x = _coord_images(batch, size)
-  aug1, mask1 = A.copy_paste(jax.random.key(9), x, num_patches=1)
+  aug1, mask1 = jax.jit(functools.partial(A.copy_paste, num_patches=1))(jax.random.key(9), x)
   m1 = np.asarray(mask1) > 0
   assert (m1.sum(axis=(1, 2)) == side * side).all()
   aug, mask = jax.jit(A.copy_paste)(jax.random.key(9), x)
@@ -202,7 +205,7 @@ def test_copy_paste_patches_are_translated_squares_of_one_percent():
 def test_rotated_cut_paste_copies_source_pixels():
   size, batch = 64, 32
   x = _coord_images(batch, size)
-  aug, mask = A.cut_paste(jax.random.key(10), x, rotation=90.0)
+  aug, mask = jax.jit(functools.partial(A.cut_paste, rotation=90.0))(jax.random.key(10), x)
   aug, mask = np.asarray(aug), np.asarray(mask) > 0
   si, sj = _decode(aug, size)
   not_axis_aligned = 0
@@ -307,13 +310,14 @@ def test_confetti_speckle_sizes():
 
 
 @pytest.mark.parametrize("name", ["copy_paste", "delete_paste"])
-def test_vmap_and_scan_match_eager(name):
+def test_vmap_and_scan_match_separate_calls(name):
   fn = TRANSFORMS[name]
   keys = jax.random.split(jax.random.key(0), 3)
-  x = _images(7, batch=2, size=32)
+  x = _images(7, batch=2, size=16)
   xs = jnp.stack([x, x + 0.01, x - 0.01])
-  want = [fn(k, xi) for k, xi in zip(keys, xs)]
-  va, vm = jax.vmap(fn)(keys, xs)
+  single = jax.jit(fn)  # one compile serves the three separate calls
+  want = [single(k, xi) for k, xi in zip(keys, xs)]
+  va, vm = jax.jit(jax.vmap(fn))(keys, xs)
 
   def body(carry, inp):
     k, xi = inp
@@ -330,15 +334,13 @@ def test_vmap_and_scan_match_eager(name):
 
 
 def test_jit_with_static_config_and_raw_key():
-  x = _images(8, batch=2, size=32)
-  aug = jax.jit(functools.partial(A.cut_paste, area_ratio=(0.05, 0.1), rotation=10.0))
-  a, m = aug(jax.random.key(1), x)
-  a2, m2 = A.cut_paste(jax.random.key(1), x, area_ratio=(0.05, 0.1), rotation=10.0)
+  x = _images(8, batch=2, size=16)
+  cfg = {"area_ratio": (0.05, 0.1), "rotation": 10.0}
+  a, m = jax.jit(functools.partial(A.cut_paste, **cfg))(jax.random.key(1), x)
+  # eager call with a raw uint32[2] key: wrapped into the same typed key, same result as jit
+  a2, m2 = A.cut_paste(jax.random.key_data(jax.random.key(1)), x, **cfg)
   np.testing.assert_array_equal(np.asarray(a), np.asarray(a2))
-  # a raw uint32[2] key is wrapped into the same typed key
-  a3, _ = A.cut_paste(jax.random.key_data(jax.random.key(1)), x, area_ratio=(0.05, 0.1),
-                      rotation=10.0)
-  np.testing.assert_array_equal(np.asarray(a3), np.asarray(a2))
+  np.testing.assert_array_equal(np.asarray(m), np.asarray(m2))
 
 
 def test_zero_patches_is_identity():
@@ -446,6 +448,44 @@ def test_color_jitter_factor_ranges():
   a = A.color_jitter(jax.random.key(3), x, brightness=.2, contrast=.2, saturation=.2, hue=.1)
   b = A.color_jitter(jax.random.key(3), x, brightness=.2, contrast=.2, saturation=.2, hue=.1)
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_jitted_pixel_jitter_matches_numpy_scikit_image():
+  # Regression: rgb_to_hsv chose the hue sextant by `max == channel`; under jit XLA
+  # recomputed the fused blends with different rounding in the two places and picked a
+  # wrong sextant (errors up to 0.99). Reference: the same four steps in float64 NumPy
+  # with scikit-image's HSV conversions.
+  rng = np.random.default_rng(0)
+  x = rng.uniform(0.0, 1.0, (4096, 3)).astype(np.float32)
+  x[:256, 1] = x[:256, 0]  # ties between channels
+  f = np.stack([rng.uniform(0.8, 1.2, 4096), rng.uniform(0.8, 1.2, 4096),
+                rng.uniform(0.8, 1.2, 4096), rng.uniform(-0.1, 0.1, 4096)], -1).astype(np.float32)
+  mean = rng.uniform(0.2, 0.8, 4096).astype(np.float32)
+  got = jax.jit(lambda x_, f_, m_: A._jitter_pixels(x_, f_, m_, (.2, .2, .2, .1)))(x, f, mean)
+  y = x.astype(np.float64)
+  y = np.clip(f[:, 1:2] * y + (1 - f[:, 1:2]) * mean[:, None], 0, 1)  # contrast
+  y = np.clip(f[:, 0:1] * y, 0, 1)  # brightness
+  grey = y @ np.array([0.2989, 0.587, 0.114])
+  y = np.clip(f[:, 2:3] * y + (1 - f[:, 2:3]) * grey[:, None], 0, 1)  # saturation
+  hsv = skcolor.rgb2hsv(y[:, None, :])
+  hsv[..., 0] = np.mod(hsv[..., 0] + f[:, None, 3], 1.0)  # hue
+  want = np.clip(skcolor.hsv2rgb(hsv)[:, 0], 0, 1)
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
+
+
+@pytest.mark.parametrize("num", [5, 70])
+def test_last_patch_index_matches_brute_force(num):
+  # the bit-packed winner (32 patches per uint32 word) vs a per-patch NumPy loop
+  size = 24
+  rng = np.random.default_rng(num)
+  h, w = rng.integers(0, 9, num), rng.integers(1, 9, num)  # h = 0: an empty patch
+  top, left = rng.integers(0, size - 8, num), rng.integers(0, size - 8, num)
+  winner = jax.jit(lambda *geo: A._winner(A._Patches(*geo), size, size))
+  got = np.asarray(winner(*(jnp.asarray(v, jnp.int32) for v in (h, w, top, left))))
+  want = np.full((size, size), -1)
+  for k in range(num):
+    want[top[k]:top[k] + h[k], left[k]:left[k] + w[k]] = k
+  np.testing.assert_array_equal(got, want)
 
 
 def test_copy_paste_jitter_changes_only_pasted_content():

@@ -164,19 +164,14 @@ def project(key: jax.Array, x: jax.Array, projection_dim: int | None) -> jax.Arr
   return jnp.matmul(x, mat, precision=_HI)
 
 
-@functools.partial(jax.jit, static_argnames=("m", "projection_dim"))
-def greedy_coreset_core(key: jax.Array, x: jax.Array, *, m: int,
-                        projection_dim: int | None) -> Coreset:
-  """Jitted k-center greedy (``lax.fori_loop``, one ``[N, P]`` matrix-vector product per step)."""
-  n = x.shape[0]
-  kp, ks = jax.random.split(key)
-  p = project(kp, x, projection_dim)
+def _greedy_plain(p: jax.Array, start: jax.Array, m: int) -> jax.Array:
+  """Plain k-center greedy on ``p [N, P]``: one full matrix-vector product per step."""
+  n = p.shape[0]
   p_sq = jnp.sum(p * p, axis=1)
 
   def dist_to(i):
     return jnp.maximum(p_sq - 2.0 * jnp.matmul(p, p[i], precision=_HI) + p_sq[i], 0.0)
 
-  start = jax.random.randint(ks, (), 0, n, dtype=jnp.int32)
   sel = jnp.zeros((m,), jnp.int32).at[0].set(start)
 
   def body(i, carry):
@@ -187,11 +182,214 @@ def greedy_coreset_core(key: jax.Array, x: jax.Array, *, m: int,
 
   min_d0 = jnp.full((n,), jnp.inf, jnp.float32)
   _, sel, _ = jax.lax.fori_loop(1, m, body, (min_d0, sel, start))
-  return Coreset(sel, jnp.ones((m,), jnp.float32))
+  return sel
+
+
+def _leaf_order(key: jax.Array, p: jax.Array, leaf_size: int) -> tuple[jax.Array, int, int]:
+  """Balanced principal-direction tree: a permutation of the rows grouping nearby points in leaves.
+
+  ``L = ceil(log2(N / leaf_size))`` levels (one ``lax.fori_loop`` step each, fixed shapes); each
+  splits every node at the median of its points' projection on the node's top principal
+  direction (3 power iterations). Only the efficiency of the pruning depends on this grouping,
+  never the result.
+
+  Returns:
+    ``(order [nb * seg] int32, nb, seg)``: rows ``order[j*seg:(j+1)*seg]`` form leaf ``j``;
+    entries ``>= N`` are padding.
+  """
+  n, dp = p.shape
+  levels = max(0, math.ceil(math.log2(max(n / leaf_size, 1.0))))
+  nb = 2 ** levels
+  seg = -(-n // nb)
+  n_pad = nb * seg
+  pp = C.pad_rows(p, n_pad)
+  valid = jnp.arange(n_pad) < n
+  pos = jnp.arange(n_pad, dtype=jnp.int32)
+
+  def level(lvl, order):
+    node = pos // (n_pad >> lvl)                      # nodes are contiguous, equal-sized runs
+    q = pp[order]
+    w = valid[order].astype(jnp.float32)
+    seg_sum = functools.partial(jax.ops.segment_sum, segment_ids=node, num_segments=nb,
+                                indices_are_sorted=True)
+    mu = seg_sum(q * w[:, None]) / jnp.maximum(seg_sum(w), 1.0)[:, None]
+    qc = (q - mu[node]) * w[:, None]
+    v = jax.random.normal(jax.random.fold_in(key, lvl), (nb, dp), jnp.float32)
+    for _ in range(3):
+      t = jnp.sum(qc * v[node], axis=1)
+      v = seg_sum(qc * t[:, None])
+      v = v / jnp.maximum(jnp.linalg.norm(v, axis=1, keepdims=True), 1e-30)
+    proj = jnp.where(w > 0, jnp.sum(qc * v[node], axis=1), jnp.inf)
+    return jax.lax.sort((node, proj, order), num_keys=2)[2]
+
+  order = jax.lax.fori_loop(0, levels, level, pos)
+  return order, nb, seg
+
+
+# Float32 safety margins of the pruning test (see _greedy_pruned): relative error of a norm
+# computed from explicit differences, and of a squared distance from the ||a||^2 - 2ab + ||b||^2
+# expansion relative to ||a||^2 + ||b||^2 (analytic bounds ~4e-6 and ~1.6e-5 for P = 128; the
+# margins are 5x / 2.5x larger and scale with P).
+def _margins(dp: int) -> tuple[float, float]:
+  u = 2.0 ** -24
+  return 5.0 * (dp + 2) * u / 2, 2.5 * (2 * dp + 4) * u
+
+
+def _greedy_pruned(key: jax.Array, p: jax.Array, start: jax.Array, m: int, leaf_size: int,
+                   leaf_budget: int = 4, row_budgets: tuple[int, ...] = (256, 64, 16),
+                   ) -> tuple[jax.Array, jax.Array]:
+  """Exact k-center greedy with triangle-inequality pruning (same selection as _greedy_plain).
+
+  Points live in the leaves of :func:`_leaf_order` (``[nb, seg]`` layout). Each point ``i`` keeps
+  its current minimum squared distance ``d_i`` and the selected centre ``a_i`` it came from; each
+  leaf keeps an anchor ``b_j`` (mean of its points), the points' distances ``r_i = ||p_i - b_j||``
+  (maximum ``r_j``), and its maximum ``D_j = max_i d_i`` (with the smallest original index among
+  the maxima). For a new centre ``c`` two lower bounds hold for every point:
+
+      ||p_i - c|| >= ||c - b_j|| - r_i                (anchor bound)
+      ||p_i - c|| >= ||c - s_{a_i}|| - sqrt(d_i)      (previous-centre bound, ||p_i - s_a|| = sqrt(d_i))
+
+  When a bound, squared, is >= ``d_i`` (after float32 error margins), the computed distance cannot
+  lower ``d_i`` and the point is skipped. Per step: (1) the leaves with ``(||c - b_j|| - r_j)^2 <
+  D_j`` are gathered (``jnp.nonzero(size=nb / leaf_budget)``; more: full update); (2) in those, the
+  points failing both bounds are compacted to the smallest static row budget ``n_pad / f`` (``f`` in
+  ``row_budgets``, ``lax.switch``; more rows: full update); (3) only those rows are read and
+  updated. Distances to the leaf anchors and to the selected centres use the matrix-vector
+  expansion minus its float32 error bound (a lower bound). The next centre
+  is the argmax over the ``D_j``, ties broken by the smallest original index, i.e. exactly
+  ``jnp.argmax`` on the original order.
+
+  Returns:
+    ``(selected [m] int32 original indices, rows_updated [m] int32 per step, of N)``.
+  """
+  n, dp = p.shape
+  order, nb, seg = _leaf_order(key, p, leaf_size)
+  n_pad = nb * seg
+  b1 = max(1, nb // leaf_budget)
+  b2s = sorted({max(1, min(b1 * seg, n_pad // f)) for f in row_budgets})
+  tol_norm, tol_sq = _margins(dp)
+  big = jnp.int32(2 ** 31 - 1)
+  pf = C.pad_rows(p, n_pad)[order]                              # [n_pad, P] leaf order
+  orig3 = order.reshape(nb, seg)
+  valid3 = orig3 < n
+  psqf = jnp.sum(pf * pf, axis=1)                                # as in _greedy_plain
+  w3 = valid3.astype(jnp.float32)
+  p3 = pf.reshape(nb, seg, dp)
+  anchor = jnp.einsum("js,jsp->jp", w3, p3) / jnp.maximum(w3.sum(1), 1.0)[:, None]
+  anchor_sq = jnp.sum(anchor * anchor, axis=1)
+  r3 = jnp.sqrt(jnp.sum(jnp.square(p3 - anchor[:, None]), axis=-1)) * (1.0 + tol_norm)
+  r3 = jnp.where(valid3, r3, 0.0)
+  rmax = jnp.max(r3, axis=1)
+  errf = tol_sq * (psqf + jnp.max(psqf))                           # covers |d_hat - d|
+  err3 = errf.reshape(nb, seg)
+  errmax = jnp.max(err3, axis=1)
+  inv = jnp.zeros((n_pad,), jnp.int32).at[order].set(jnp.arange(n_pad, dtype=jnp.int32))
+
+  def leaf_max(md, orig):
+    mx = jnp.max(md, axis=-1)
+    first = jnp.min(jnp.where(md == mx[..., None], orig, big), axis=-1)
+    return mx, first
+
+  def lower_dist(a, a_sq, c, c_sq):
+    """Lower bounds of ||a - c|| from the float32 expansion minus its error bound."""
+    d = a_sq - 2.0 * jnp.matmul(a, c, precision=_HI) + c_sq
+    return jnp.sqrt(jnp.maximum(d - tol_sq * (a_sq + c_sq), 0.0))
+
+  def body(i, carry):
+    mdf, af, dmax, dfirst, cents, cents_sq, sel, last, counts = carry
+    c = pf[last]
+    c_sq = psqf[last]
+
+    def dist(rows, psq):
+      return jnp.maximum(psq - 2.0 * jnp.matmul(rows, c, precision=_HI) + c_sq, 0.0)
+
+    def full(_):
+      d = dist(pf, psqf)
+      better = d < mdf
+      md, a = jnp.where(better, d, mdf), jnp.where(better, i - 1, af)
+      mx, first = leaf_max(md.reshape(nb, seg), orig3)
+      return md, a, mx, first, jnp.int32(n)
+
+    def pruned(_):
+      l1 = jnp.nonzero(cand, size=b1, fill_value=nb)[0]            # index nb: padding slot
+      l1c = jnp.minimum(l1, nb - 1)
+      md1 = mdf.reshape(nb, seg)[l1c]
+      e1 = err3[l1c]
+      lb = jnp.maximum(lb_anchor[l1c][:, None] - r3[l1c],
+                       lb_centre[af.reshape(nb, seg)[l1c]] - jnp.sqrt(md1 + e1))
+      lb = jnp.maximum(lb, 0.0)
+      act = (lb * lb < md1 + e1) & (l1 < nb)[:, None]               # [b1, seg]
+      n_act = jnp.sum(act)
+
+      def rows(b2):
+        def fn(_):
+          flat = jnp.nonzero(act.reshape(-1), size=b2, fill_value=b1 * seg)[0]
+          pos = l1c[jnp.minimum(flat // seg, b1 - 1)] * seg + flat % seg
+          pos = jnp.where(flat < b1 * seg, pos, n_pad)               # n_pad: dropped on scatter
+          posc = jnp.minimum(pos, n_pad - 1)
+          d = dist(pf[posc], psqf[posc])
+          old = mdf[posc]
+          better = d < old
+          md = mdf.at[pos].set(jnp.where(better, d, old), mode="drop")
+          a = af.at[pos].set(jnp.where(better, i - 1, af[posc]), mode="drop")
+          mx, first = leaf_max(md.reshape(nb, seg)[l1c], orig3[l1c])
+          return (md, a, dmax.at[l1].set(mx, mode="drop"), dfirst.at[l1].set(first, mode="drop"),
+                  n_act.astype(jnp.int32))
+        return fn
+
+      branch = jnp.sum(n_act > jnp.asarray(b2s, jnp.int32))
+      return jax.lax.switch(branch, [rows(b) for b in b2s] + [full], None)
+
+    lb_anchor = lower_dist(anchor, anchor_sq, c, c_sq) * (1.0 - tol_norm)
+    lb_centre = lower_dist(cents, cents_sq, c, c_sq) * (1.0 - tol_norm)  # rows >= i unused
+    lb_leaf = jnp.maximum(lb_anchor - rmax, 0.0)
+    cand = lb_leaf * lb_leaf < dmax + errmax                       # padding leaves: -inf
+    mdf, af, dmax, dfirst, n_rows = jax.lax.cond(jnp.sum(cand) > b1, full, pruned, None)
+    counts = counts.at[i].set(n_rows)
+    top = jnp.max(dmax)
+    nxt = jnp.min(jnp.where(dmax == top, dfirst, big))        # original index
+    pos = inv[nxt]
+    return (mdf, af, dmax, dfirst, cents.at[i].set(pf[pos]), cents_sq.at[i].set(psqf[pos]),
+            sel.at[i].set(nxt), pos, counts)
+
+  mdf = jnp.where(order < n, jnp.inf, -jnp.inf)
+  dmax, dfirst = leaf_max(mdf.reshape(nb, seg), orig3)
+  cents = jnp.zeros((m, dp), jnp.float32).at[0].set(pf[inv[start]])
+  cents_sq = jnp.zeros((m,), jnp.float32).at[0].set(psqf[inv[start]])
+  sel = jnp.zeros((m,), jnp.int32).at[0].set(start)
+  counts = jnp.zeros((m,), jnp.int32).at[0].set(n)
+  carry = (mdf, jnp.zeros((n_pad,), jnp.int32), dmax, dfirst, cents, cents_sq, sel, inv[start],
+           counts)
+  out = jax.lax.fori_loop(1, m, body, carry)
+  return out[6], out[8]
+
+
+@functools.partial(jax.jit, static_argnames=("m", "projection_dim", "prune", "leaf_size",
+                                             "return_stats"))
+def greedy_coreset_core(key: jax.Array, x: jax.Array, *, m: int, projection_dim: int | None,
+                        prune: bool = True, leaf_size: int = 64, return_stats: bool = False):
+  """Jitted k-center greedy on the projection of ``x [N, D]`` (no validation).
+
+  ``prune=False``: one ``[N, P]`` matrix-vector product per step (``lax.fori_loop``).
+  ``prune=True``: the same selection with triangle-inequality pruning (:func:`_greedy_pruned`,
+  ``leaf_size`` points per tree leaf). ``return_stats=True`` also returns ``rows [m]``, the number
+  of rows whose distance each step computed (``N`` for a full update; pruned path only).
+  """
+  n = x.shape[0]
+  kp, ks = jax.random.split(key)
+  p = project(kp, x, projection_dim)
+  start = jax.random.randint(ks, (), 0, n, dtype=jnp.int32)
+  stats = None
+  if prune and m > 1:
+    sel, stats = _greedy_pruned(jax.random.fold_in(kp, 1), p, start, m, leaf_size)
+  else:
+    sel = _greedy_plain(p, start, m)
+  out = Coreset(sel, jnp.ones((m,), jnp.float32))
+  return (out, stats) if return_stats else out
 
 
 def greedy_coreset(key: jax.Array, x: Any, m: int, *, projection_dim: int | None = 128,
-                   verbose: bool = True) -> Coreset:
+                   prune: bool = True, verbose: bool = True) -> Coreset:
   """PatchCore's greedy k-center coreset on a random projection, as one jitted ``fori_loop``.
 
   Starting from a uniformly random point, repeatedly adds the point whose (projected) Euclidean
@@ -203,6 +401,12 @@ def greedy_coreset(key: jax.Array, x: Any, m: int, *, projection_dim: int | None
     m: coreset size, ``1 <= m <= N`` (PatchCore: ``0.1 * N``).
     projection_dim: dimension ``P`` of the Gaussian random projection used for the distances
       (PatchCore: 128); ``None`` or ``>= D``: distances on the (centred) raw features.
+    prune: skip points that provably cannot change in a step (triangle inequality against tree-leaf
+      anchors and against each point's nearest selected centre, with float32 error margins). Same
+      selection as ``prune=False`` (one full ``[N, P]`` pass per step) up to float32 near-ties;
+      faster on clustered data such as CNN patch features (2.2x at 100k x 128 -> 10k on MVTec
+      bottle MobileNetV2 features), no gain when nothing can be pruned (i.i.d. Gaussian data),
+      and more compilation. Memory: a second ``[N, P]`` copy in leaf order plus ``O(N + m P)``.
     verbose: log one line with the wall time.
 
   Returns:
@@ -224,7 +428,7 @@ def greedy_coreset(key: jax.Array, x: Any, m: int, *, projection_dim: int | None
     if projection_dim >= d:
       projection_dim = None
   t0 = time.perf_counter()
-  out = greedy_coreset_core(key, xj, m=m, projection_dim=projection_dim)
+  out = greedy_coreset_core(key, xj, m=m, projection_dim=projection_dim, prune=bool(prune))
   if verbose:
     jax.block_until_ready(out)
     _progress.log("greedy_coreset: N=%d D=%d m=%d P=%s, %.2fs (%.0f steps/s)", n, d, m,

@@ -42,6 +42,7 @@ import optax
 from jaxad.models._validate import check_images
 from jaxad import augment, losses, maps
 from jaxad.nn.attention import CoordinateAttention
+from jaxad.nn.conv import Conv2D
 from jaxad.nn.layers import EncoderBlock, ResidualDecoderBlock, resolve_upsample
 from jaxad.nn.multiscale import ASPP
 from jaxad.train.state import TrainState
@@ -78,7 +79,9 @@ class Config:
     learning_rate: initial Adam learning rate (1e-4).
     min_learning_rate: cosine-annealing floor (1e-6).
     decay_steps: steps of the cosine annealing (= epochs * steps per epoch; the paper's
-      250 epochs of 209 bottle images at batch 16 = 3250).
+      250 epochs of 209 bottle images at batch 16 = 3250). ``None``: the training engine
+      (``jaxad.train.loop.fit``, ``experiments/train.py``) sets it to the run length;
+      :func:`init` needs an int.
     anomaly_map: ``"msgms"`` (default), ``"ssim"`` or ``"gmsd"`` (Sect. 4.3).
     msgms_scales: pyramid levels of MSGMS (RIAD: 4).
     smooth_kernel: Gaussian smoothing kernel length (paper: 21; 0 or 1 = no smoothing).
@@ -103,7 +106,7 @@ class Config:
   gmsd_squared: bool = False
   learning_rate: float = 1e-4
   min_learning_rate: float = 1e-6
-  decay_steps: int = 3250
+  decay_steps: int | None = 3250
   anomaly_map: str = "msgms"
   msgms_scales: int = 4
   smooth_kernel: int = 21
@@ -115,8 +118,10 @@ class Config:
         raise ValueError(f"Config.{name} must be a positive int, got {v!r}")
 
     for name in ("image_size", "base_features", "max_features", "attention_reduction",
-                 "decay_steps", "msgms_scales"):
+                 "msgms_scales"):
       positive_int(name, getattr(self, name))
+    if self.decay_steps is not None:
+      positive_int("decay_steps", self.decay_steps)
     if self.image_size % 8:
       raise ValueError(f"Config.image_size must be divisible by 8 (three stride-2 stages), "
                        f"got {self.image_size}")
@@ -171,7 +176,7 @@ class RAMFAENet(nn.Module):
       h = CoordinateAttention(reduction=cfg.attention_reduction, name="mffe_attention")(h, train)
     for i, c in enumerate((c2, c1, c0)):
       h = ResidualDecoderBlock(c, upsample=cfg.upsample, residual=cfg.residual, name=f"dec{i}")(h, train)
-    h = nn.Conv(cfg.channels, (3, 3), padding=((1, 1), (1, 1)), name="out_conv")(h)
+    h = Conv2D(cfg.channels, 3, 1, name="out_conv")(h)  # = nn.Conv(channels, (3, 3), padding=1)
     return (jnp.tanh(h) + 1.0) * 0.5
 
 
@@ -197,7 +202,13 @@ def learning_rate_schedule(config: Config) -> optax.Schedule:
 
   (PyTorch ``CosineAnnealingLR(T_max=decay_steps, eta_min=min_learning_rate)`` stepped per
   iteration; constant at the floor afterwards).
+
+  Raises:
+    ValueError: ``config.decay_steps`` is ``None`` (only the engine can fill it in).
   """
+  if config.decay_steps is None:
+    raise ValueError("Config.decay_steps is None: jaxad.train.loop.fit sets it to the run length; "
+                     "when calling ramfae.init directly pass decay_steps=epochs*steps_per_epoch")
   return optax.cosine_decay_schedule(config.learning_rate, config.decay_steps,
                                      alpha=config.min_learning_rate / config.learning_rate)
 

@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxad.nn.conv import Conv2D
+
 __all__ = [
     "UPSAMPLE_METHODS", "default_upsample", "resolve_upsample", "batch_norm", "ConvBNReLU",
     "EncoderBlock", "Upsample2x", "ResidualDecoderBlock", "depth_to_space",
@@ -110,7 +112,9 @@ class ConvBNReLU(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     k, s = self.kernel_size, self.strides
-    if s > 1 and k % s == 0 and self.dilation == 1:
+    if s == 1:  # same parameters as nn.Conv; exact pruning of all-padding taps
+      x = Conv2D(self.features, k, self.padding, self.dilation, self.use_bias, name="conv")(x)
+    elif k % s == 0 and self.dilation == 1:
       x = StridedConv(self.features, k, s, self.padding, self.use_bias, name="conv")(x)
     else:
       x = nn.Conv(self.features, (k, k), strides=(s, s), padding=_pad(self.padding),

@@ -8,7 +8,7 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from jaxad.cluster import greedy_coreset, kmeans, kmeans_plusplus, sensitivity_coreset
-from jaxad.cluster.coreset import default_alpha, project
+from jaxad.cluster.coreset import default_alpha, greedy_coreset_core, project
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +74,11 @@ def _greedy_reference(p, start, m):
   return np.array(sel)
 
 
-@pytest.mark.parametrize("projection_dim", [None, 8])
-def test_greedy_equals_numpy_loop(data, projection_dim):
+@pytest.mark.parametrize("projection_dim,prune", [(None, False), (8, True)])
+def test_greedy_equals_numpy_loop(data, projection_dim, prune):
   key = jax.random.key(1)
   m = 200
-  cs = greedy_coreset(key, data, m, projection_dim=projection_dim, verbose=False)
+  cs = greedy_coreset(key, data, m, projection_dim=projection_dim, prune=prune, verbose=False)
   kp, ks = jax.random.split(key)
   start = int(jax.random.randint(ks, (), 0, len(data), dtype=np.int32))
   p = np.asarray(project(kp, data, projection_dim))
@@ -86,6 +86,30 @@ def test_greedy_equals_numpy_loop(data, projection_dim):
   np.testing.assert_array_equal(np.asarray(cs.indices), ref)
   assert len(np.unique(np.asarray(cs.indices))) == m
   np.testing.assert_array_equal(np.asarray(cs.weights), np.ones(m))
+
+
+def test_pruned_greedy_selects_same_indices_as_unpruned():
+  """Triangle-inequality pruning changes the work per step, not the selection."""
+  # 40 tight blobs in 24 dims (prunable) plus 300 exact duplicates (exact distance ties, which
+  # both paths must break towards the smallest index, like argmax).
+  x, _ = make_blobs(n_samples=3000, n_features=24, centers=40, cluster_std=1.0,
+                    center_box=(-20.0, 20.0), random_state=2)
+  x = np.concatenate([x, x[::10]]).astype(np.float32)
+  n, m = len(x), 400
+  key = jax.random.key(7)
+  plain = greedy_coreset(key, x, m, projection_dim=16, prune=False, verbose=False)
+  pruned, rows = greedy_coreset_core(key, x, m=m, projection_dim=16, prune=True,
+                                     return_stats=True)
+  np.testing.assert_array_equal(np.asarray(pruned.indices), np.asarray(plain.indices))
+  # Same as the float64 NumPy loop (no near-ties at float32 precision on this fixture).
+  kp, ks = jax.random.split(key)
+  start = int(jax.random.randint(ks, (), 0, n, dtype=np.int32))
+  ref = _greedy_reference(np.asarray(project(kp, x, 16)), start, m)
+  np.testing.assert_array_equal(np.asarray(pruned.indices), ref)
+  # The pruning is exercised: after the first 100 steps most steps read < 25% of the rows.
+  rows = np.asarray(rows)
+  assert rows[0] == n and rows.max() <= n
+  assert np.median(rows[100:]) < 0.25 * n, np.median(rows[100:])
 
 
 def test_projection_preserves_distances_roughly(data):

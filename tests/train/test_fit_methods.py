@@ -68,3 +68,16 @@ def test_with_run_length_fills_only_unset_decay_steps():
   assert loop.with_run_length(_Sched(), 130) == _Sched(decay_steps=130)
   assert loop.with_run_length(_Sched(decay_steps=7), 130) == _Sched(decay_steps=7)
   assert loop.with_run_length(_NoSched(), 130) == _NoSched()
+
+
+def test_ramfae_cli_config_anneals_over_the_run_length():
+  from experiments.configs import ramfae as ramfae_cli
+  from jaxad.models import ramfae
+  cfg = ramfae_cli.get_config()
+  assert cfg.decay_steps is None
+  with pytest.raises(ValueError, match="decay_steps is None"):
+    ramfae.learning_rate_schedule(cfg)
+  sched = ramfae.learning_rate_schedule(loop.with_run_length(cfg, 130))
+  np.testing.assert_allclose(float(sched(0)), 1e-4, rtol=1e-6)
+  np.testing.assert_allclose(float(sched(65)), (1e-4 + 1e-6) / 2, rtol=1e-5)  # cosine midpoint
+  np.testing.assert_allclose(float(sched(130)), 1e-6, rtol=1e-5)
