@@ -7,12 +7,13 @@ References:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "frozen_bn", "torch_pad", "check_layers", "Collector"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "frozen_bn", "torch_pad", "inverted_bottleneck",
+           "check_layers", "Collector"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,6 +27,45 @@ def frozen_bn(eps: float, name: str) -> nn.BatchNorm:
 def torch_pad(p: int) -> tuple[tuple[int, int], tuple[int, int]]:
   """PyTorch ``padding=p`` (symmetric, zeros) as a Flax padding spec."""
   return ((p, p), (p, p))
+
+
+def inverted_bottleneck(x: jnp.ndarray, *, out_ch: int, kernel: int, stride: int, expand: int,
+                        eps: float, pointwise_padding: str, depthwise_padding: Any,
+                        names: Sequence[str]) -> jnp.ndarray:
+  """Mobile inverted bottleneck (MobileNetV2 / EfficientNet-Lite, no squeeze-excite).
+
+  Expand 1x1 conv + frozen BN + ReLU6 (skipped when ``expand == 1``), depthwise
+  ``kernel x kernel`` conv + BN + ReLU6, linear 1x1 projection + BN; residual when the
+  stride is 1 and the channels match (drop-connect is the identity at inference).
+  Call it inside a compact Flax module: the layers become that module's children, named
+  by ``names`` so checkpoint conversion keeps the original parameter names.
+
+  Args:
+    x: ``[B, H, W, C_in]`` float32.
+    out_ch: output channels.
+    kernel, stride: depthwise kernel size and stride.
+    expand: expansion ratio (hidden channels = ``C_in * expand``).
+    eps: BatchNorm epsilon.
+    pointwise_padding, depthwise_padding: Flax padding of the 1x1 and depthwise convs.
+    names: 6 names (expand conv, expand BN, depthwise conv, depthwise BN, projection conv,
+      projection BN); the first two are unused when ``expand == 1``.
+  Returns:
+    ``[B, H / stride, W / stride, out_ch]``.
+  """
+  in_ch = x.shape[-1]
+  hidden = in_ch * expand
+  y = x
+  if expand != 1:
+    y = nn.Conv(hidden, (1, 1), padding=pointwise_padding, use_bias=False, name=names[0])(y)
+    y = nn.relu6(frozen_bn(eps, names[1])(y))
+  y = nn.Conv(hidden, (kernel, kernel), (stride, stride), depthwise_padding,
+              feature_group_count=hidden, use_bias=False, name=names[2])(y)
+  y = nn.relu6(frozen_bn(eps, names[3])(y))
+  y = nn.Conv(out_ch, (1, 1), padding=pointwise_padding, use_bias=False, name=names[4])(y)
+  y = frozen_bn(eps, names[5])(y)
+  if stride == 1 and in_ch == out_ch:
+    return x + y
+  return y
 
 
 def check_layers(layers: Sequence[str] | None, available: dict, model: str) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxad.backbones.common import Collector, check_layers, frozen_bn
+from jaxad.backbones.common import Collector, check_layers, frozen_bn, inverted_bottleneck
 
 __all__ = ["EfficientNetLite", "efficientnet_lite", "feature_layers", "COEFFICIENTS"]
 
@@ -78,19 +78,10 @@ class MBConv(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    hidden = self.in_ch * self.expand
-    y = x
-    if self.expand != 1:
-      y = nn.Conv(hidden, (1, 1), padding="SAME", use_bias=False, name="expand_conv")(y)
-      y = nn.relu6(frozen_bn(_EPS, "bn0")(y))
-    y = nn.Conv(hidden, (self.kernel, self.kernel), (self.stride, self.stride), padding="SAME",
-                feature_group_count=hidden, use_bias=False, name="depthwise_conv")(y)
-    y = nn.relu6(frozen_bn(_EPS, "bn1")(y))
-    y = nn.Conv(self.out_ch, (1, 1), padding="SAME", use_bias=False, name="project_conv")(y)
-    y = frozen_bn(_EPS, "bn2")(y)
-    if self.stride == 1 and self.in_ch == self.out_ch:
-      return x + y  # drop-connect is identity at inference
-    return y
+    return inverted_bottleneck(
+        x, out_ch=self.out_ch, kernel=self.kernel, stride=self.stride, expand=self.expand,
+        eps=_EPS, pointwise_padding="SAME", depthwise_padding="SAME",
+        names=("expand_conv", "bn0", "depthwise_conv", "bn1", "project_conv", "bn2"))
 
 
 class EfficientNetLite(nn.Module):

@@ -15,7 +15,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxad.backbones.common import Collector, check_layers, frozen_bn, torch_pad
+from jaxad.backbones.common import (Collector, check_layers, frozen_bn, inverted_bottleneck,
+                                    torch_pad)
 
 __all__ = ["MobileNetV2", "mobilenet_v2", "feature_layers"]
 
@@ -43,20 +44,12 @@ class InvertedResidual(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    hidden = self.in_ch * self.expand
-    y, i = x, 0
-    if self.expand != 1:
-      y = nn.Conv(hidden, (1, 1), padding="VALID", use_bias=False, name="conv_0_0")(y)
-      y = nn.relu6(frozen_bn(_EPS, "conv_0_1")(y))
-      i = 1
-    y = nn.Conv(hidden, (3, 3), (self.stride, self.stride), torch_pad(1),
-                feature_group_count=hidden, use_bias=False, name=f"conv_{i}_0")(y)
-    y = nn.relu6(frozen_bn(_EPS, f"conv_{i}_1")(y))
-    y = nn.Conv(self.out_ch, (1, 1), padding="VALID", use_bias=False, name=f"conv_{i + 1}")(y)
-    y = frozen_bn(_EPS, f"conv_{i + 2}")(y)
-    if self.stride == 1 and self.in_ch == self.out_ch:
-      return x + y
-    return y
+    i = 1 if self.expand != 1 else 0  # torchvision numbers the sub-layers from the expand conv
+    return inverted_bottleneck(
+        x, out_ch=self.out_ch, kernel=3, stride=self.stride, expand=self.expand, eps=_EPS,
+        pointwise_padding="VALID", depthwise_padding=torch_pad(1),
+        names=("conv_0_0", "conv_0_1", f"conv_{i}_0", f"conv_{i}_1", f"conv_{i + 1}",
+               f"conv_{i + 2}"))
 
 
 class MobileNetV2(nn.Module):
