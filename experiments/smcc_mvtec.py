@@ -9,8 +9,10 @@ pixel AUROC, AUPRO@0.3, AP). Rows (``--rows``, comma-separated):
 * ``no_update``  : W = 0, pretrained backbone, bank = one batch of patches (SPADE-like, Table IV);
 * ``k<n>``       : ``smcc`` with ``gmm_k = n`` (Fig. 6), e.g. ``k4``;
 * ``rate<r>``    : ``smcc`` with coreset rate ``r`` (Fig. 5b), e.g. ``rate0.05``;
-* ``layer<name>``: ``smcc`` with one backbone layer only (Fig. 4), e.g. ``layerstride8``;
-* ``knn<n>``     : ``smcc`` with ``knn_k = n`` (Eq. 8's K);
+* ``layer<names>``: ``smcc`` with other backbone layers (Fig. 4), ``+``-separated, e.g.
+  ``layerstride8`` or ``layerstride16+stride32`` (same stride-8 grid: only the features change);
+* ``knn<n>``     : ``smcc`` with ``knn_k = n`` (Eq. 8's K); only the scoring changes, so a row whose
+  config differs from an earlier row's only in ``knn_k`` reuses that row's fitted state;
 * ``margin<m>``  : ``smcc`` with the hinge ``relu(d1 - d2 + m)`` instead of Eq. 5;
 * ``lr<x>``      : ``smcc`` with Adam step size ``x`` (paper 1e-3), e.g. ``lr1e-4``;
 * ``patchcore``  : all training patches, greedy k-center coreset (10 %, 128-d projection), 1-NN,
@@ -19,7 +21,10 @@ pixel AUROC, AUPRO@0.3, AP). Rows (``--rows``, comma-separated):
 Per row it reports the metrics, the fit time, the inference time per image (after compilation,
 batch 16) and the memory-bank bytes (the paper's Table VII columns), and writes
 ``<out>/results.json``, ``<out>/table.md``, ``<out>/<row>_history.json`` (loss curves) and
-heatmap panels ``<out>/<row>_panels.png``.
+heatmap panels ``<out>/<row>_panels.png``. ``--save_states`` also writes ``<out>/<row>_state.npz``
+(backbone, centres, bank) and ``--load_states=<dir>`` skips the fit of every row whose state file is
+in ``<dir>``: use it to time inference alone, e.g. under the benchmark lock with
+``--timing_repeats=3`` (median of the repeats is reported).
 
 Usage::
 
@@ -43,7 +48,7 @@ from jaxad import cluster, data, metrics, viz
 from jaxad.models import smcc
 from jaxad.progress import log
 from jaxad.train.loop import predict_dataset
-from jaxad.train.mesh import make_mesh
+from jaxad.train.mesh import make_mesh, replicate
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "../shared/data/mvtec_ad", "MVTec AD root (category folders).")
@@ -59,6 +64,11 @@ flags.DEFINE_list("rows", ["smcc", "lc_only", "no_update", "patchcore"], "Rows t
 flags.DEFINE_integer("seed", 0, "Seed (coreset, GMM, data order).")
 flags.DEFINE_string("out", "runs/smcc_mvtec", "Output folder.")
 flags.DEFINE_string("cache_dir", ".cache/data", "Decoded-image cache folder.")
+flags.DEFINE_bool("save_states", False, "Write <out>/<row>_state.npz (backbone, centres, bank).")
+flags.DEFINE_string("load_states", None, "Folder of <row>_state.npz written by a run with the "
+                    "same flags: skip those rows' fits (only shapes are checked).")
+flags.DEFINE_integer("timing_repeats", 1, "Timed passes over the test set (median reported).")
+flags.DEFINE_list("infer_batch_sizes", ["16"], "Batch sizes timed; the first one gives the metrics.")
 
 
 def row_config(row: str, base: smcc.Config) -> smcc.Config:
@@ -79,14 +89,42 @@ def row_config(row: str, base: smcc.Config) -> smcc.Config:
     if row.startswith(prefix) and row[len(prefix):].replace(".", "", 1).isdigit():
       return rep(base, **{field: kind(row[len(prefix):])})
   if row.startswith("layer"):
-    return rep(base, layers=(row[len("layer"):],))
+    return rep(base, layers=tuple(row[len("layer"):].split("+")))
   raise ValueError(f"--rows: unknown row {row!r}")
 
 
+def _saved_trees(state: smcc.SMCCState) -> tuple:
+  """The parts of a fitted state that a saved state file holds."""
+  return (state.params, state.batch_stats, state.centres, state.bank, state.bank_valid)
+
+
+def save_state(path: Path, state: smcc.SMCCState) -> None:
+  """Writes the fitted backbone, centres and bank of ``state`` to ``path`` (.npz)."""
+  leaves = jax.device_get(jax.tree.leaves(_saved_trees(state)))
+  np.savez(path, **{f"a{i}": np.asarray(x) for i, x in enumerate(leaves)})
+
+
+def load_state(path: Path, template: smcc.SMCCState) -> smcc.SMCCState:
+  """Restores :func:`save_state`'s file into ``template`` (same config: same shapes)."""
+  treedef = jax.tree.structure(_saved_trees(template))
+  want = jax.tree.leaves(_saved_trees(template))
+  with np.load(path) as f:
+    leaves = [f[f"a{i}"] for i in range(len(f.files))]
+  if len(leaves) != len(want) or any(a.shape != b.shape for a, b in zip(leaves, want)):
+    raise ValueError(f"{path}: saved arrays do not match the row's config (shapes differ)")
+  params, batch_stats, centres, bank, valid = jax.tree.unflatten(
+      treedef, [jax.numpy.asarray(x) for x in leaves])
+  return template.replace(params=params, best_params=params, batch_stats=batch_stats,
+                          centres=centres, bank=bank, bank_valid=valid, best_bank=bank,
+                          best_bank_valid=valid)
+
+
 def run_row(row: str, base: smcc.Config, train: data.ArraySplit, test: data.ArraySplit,
-            key: jax.Array, out: Path) -> dict:
-  """Fits and evaluates one row; returns its record."""
+            key: jax.Array, out: Path, fitted: dict | None = None) -> dict:
+  """Fits (or reuses / loads a fit) and evaluates one row; returns its record."""
   config = row_config(row, base)
+  fitted = {} if fitted is None else fitted
+  fit_key = dataclasses.replace(config, knn_k=1) if row != "patchcore" else None
   mesh = make_mesh()
   batch_size = config.batch_size
 
@@ -99,8 +137,16 @@ def run_row(row: str, base: smcc.Config, train: data.ArraySplit, test: data.Arra
   t0 = time.perf_counter()
   state = smcc.init(k_init, config, first[0])
   history: list[dict] = []
-  if row == "patchcore":
-    from jaxad.train.mesh import replicate
+  source = "fit"
+  saved = Path(FLAGS.load_states) / f"{row}_state.npz" if FLAGS.load_states else None
+  if saved is not None and saved.exists():
+    state = replicate(load_state(saved, state), mesh)
+    source = f"loaded {saved}"
+  elif fit_key is not None and fit_key in fitted:
+    prev_row, state, history, fit_s0 = fitted[fit_key]
+    state = state.replace(config=config)
+    source = f"reused {prev_row}'s fit ({fit_s0:.0f} s)"
+  elif row == "patchcore":
     state = replicate(state, mesh)
     x = smcc.extract_patches(state, first, mesh=mesh)
     m = int(round(0.1 * x.shape[0]))
@@ -110,16 +156,35 @@ def run_row(row: str, base: smcc.Config, train: data.ArraySplit, test: data.Arra
     state = smcc.fit(k_fit, state, epoch_batches, mesh=mesh, history=history)
   jax.block_until_ready(state.bank)
   fit_s = time.perf_counter() - t0
-  # Inference: compile on one batch, then time the whole test set.
-  predict_dataset(smcc, state, test.images[:16], batch_size=16, mesh=mesh, desc="warm-up")
-  t1 = time.perf_counter()
-  scores, maps = predict_dataset(smcc, state, test.images, batch_size=16, mesh=mesh)
-  infer_s = (time.perf_counter() - t1) / len(test.images)
+  if source.startswith("reused"):
+    fit_s = fit_s0  # the fit this row shares
+  elif source.startswith("loaded"):
+    fit_s = float("nan")
+  if source == "fit" and fit_key is not None:
+    fitted.clear()  # keep one fitted state alive at a time
+    fitted[fit_key] = (row, state, history, fit_s)
+  if FLAGS.save_states and source == "fit":
+    save_state(out / f"{row}_state.npz", state)
+  # Inference: compile on one batch per batch size, then time whole passes over the test set.
+  infer = {}
+  scores = maps = None
+  for bs in [int(b) for b in FLAGS.infer_batch_sizes]:
+    predict_dataset(smcc, state, test.images[:bs], batch_size=bs, mesh=mesh, desc="warm-up")
+    times = []
+    for _ in range(max(1, FLAGS.timing_repeats)):
+      t1 = time.perf_counter()
+      sc, mp = predict_dataset(smcc, state, test.images, batch_size=bs, mesh=mesh)
+      times.append((time.perf_counter() - t1) / len(test.images))
+      if scores is None:
+        scores, maps = sc, mp
+    infer[bs] = times
+  infer_s = float(np.median(infer[int(FLAGS.infer_batch_sizes[0])]))
   res = metrics.evaluate(test.labels, scores, test.masks, maps)
   mem = smcc.memory_bytes(state)
   rec = {"row": row, "image_auroc": res["image_auroc"], "pixel_auroc": res["pixel_auroc"],
          "aupro": res["aupro"], "image_ap": res["image_ap"], "pixel_ap": res["pixel_ap"],
-         "fit_s": fit_s, "infer_s_per_image": infer_s, "bank_bytes": mem["bank"],
+         "fit_s": fit_s, "fit_source": source, "infer_s_per_image": infer_s,
+         "infer_s_per_image_all": {str(b): t for b, t in infer.items()}, "bank_bytes": mem["bank"],
          "bank_entries": int(np.asarray(jax.device_get(state.bank_valid)).sum()),
          "total_bytes": mem["total"], "steps": len(history),
          "first_loss": history[0]["loss"] if history else None,
@@ -158,9 +223,10 @@ def main(argv: list[str]) -> None:
                      epochs=FLAGS.epochs, knn_k=FLAGS.knn_k)
   key = jax.random.key(FLAGS.seed)
   records = []
+  fitted: dict = {}
   path = out / "results.json"
   for row in FLAGS.rows:
-    records.append(run_row(row, base, train, test, key, out))
+    records.append(run_row(row, base, train, test, key, out, fitted))
     path.write_text(json.dumps(records, indent=1, default=str) + "\n")
   md = table(records)
   (out / "table.md").write_text(md + "\n")

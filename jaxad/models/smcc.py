@@ -304,7 +304,14 @@ def _patch_valid(valid: jax.Array, grid: tuple[int, int]) -> jax.Array:
 # ----------------------------------------------------------------------------- interface
 
 
+@functools.lru_cache(maxsize=32)
 def _make_tx(config: Config) -> optax.GradientTransformation:
+  """The self-update optimiser, one object per (equal) config.
+
+  ``tx`` is a static field of :class:`SMCCState`, so it is part of the state's tree structure: a
+  fresh optax object per :func:`init` would make every jitted function taking the state (features,
+  train step, predict) recompile after each ``init`` with the same config. Caching keeps it equal.
+  """
   inner = optax.chain(optax.add_decayed_weights(config.weight_decay),
                       optax.adam(config.learning_rate))
   if config.trainable == "all":

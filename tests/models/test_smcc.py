@@ -1,6 +1,6 @@
 """SMCC: patch-feature fusion vs PyTorch, centre losses vs NumPy, fit/predict shapes, kNN scores vs
 brute force, self-update lowers L_c, fixed bank size, best-pair bookkeeping, determinism,
-sharded == single device, validation."""
+no recompilation after re-init, sharded == single device, validation."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import torch
 from conftest import run_jax_subprocess
 from jaxad.models import patch_features as pf
 from jaxad.models import smcc
-from jaxad.train.mesh import make_mesh
+from jaxad.train.mesh import data_sharding, make_mesh, replicate
+from jaxad.train.state import step_key
 
 # Tiny: random ResNet18 at 32 px, layer1 (stride 4) + layer2 (stride 8) on an 8x8 grid.
 TINY = dict(image_size=32, backbone="resnet18", layers=("layer1", "layer2"), pretrained=False,
@@ -42,6 +43,13 @@ def _fit(images, config, seed=1, history=None):
 
 
 _predict = jax.jit(smcc.predict)
+
+
+def _step_inputs(state, batch):
+  """State replicated and batch sharded as ``fit`` passes them (so its compiled step is reused)."""
+  mesh = make_mesh()
+  return (replicate(state, mesh),
+          {k: jax.device_put(jnp.asarray(v), data_sharding(mesh)) for k, v in batch.items()})
 
 
 @pytest.fixture(scope="module")
@@ -163,14 +171,18 @@ def test_best_pair_is_kept(fitted):
 def test_self_update_lowers_lc(fitted):
   config, images, state, _ = fitted
   # Restart Adam from the fitted centres and repeat steps on one batch (the step fit compiled).
-  state = state.replace(opt_state=state.tx.init(state.params), best_loss=jnp.asarray(jnp.inf))
+  # float32 (not weak-typed) best_loss: same signature as in fit, so the compiled step is reused.
+  state = state.replace(opt_state=state.tx.init(state.params),
+                        best_loss=jnp.asarray(jnp.inf, jnp.float32))
   params0 = state.params
-  batch = {"image": jnp.asarray(images[:4]), "valid": jnp.ones((4,), bool)}
+  state, batch = _step_inputs(state, {"image": images[:4], "valid": np.ones(4, bool)})
   step = smcc._sharded_step(make_mesh())
+  n_compiled = step._cache_size()
   lcs = []
-  for i in range(6):
-    state, m = step(state, batch, jax.random.key(i))
+  for _ in range(6):
+    state, m = step(state, batch, step_key(state))
     lcs.append(float(m["l_c"]))
+  assert step._cache_size() == n_compiled  # keeps this test fast
   # Adam's first step overshoots (L_o pulls too); afterwards L_c falls every step.
   assert lcs[-1] < 0.97 * lcs[0], lcs
   assert all(b < a for a, b in zip(lcs[1:], lcs[2:])), lcs
@@ -182,15 +194,34 @@ def test_self_update_lowers_lc(fitted):
 
 def test_bank_size_fixed_as_data_grows(fitted):
   config, images, state, _ = fitted
-  cfg1 = dataclasses.replace(config, epochs=1)
   hist: list[dict] = []
-  # 14 images: batches of 4, 4, 4 and a remainder of 2, which must never become the bank.
-  big = _fit(np.concatenate([images, _images(6, seed=5)]), cfg1, history=hist)
-  assert len(hist) == 4
+  # 14 images: batches of 4, 4, 4 and a remainder of 2 padded to 4 with valid=False (as
+  # data.batches(drop_remainder=False) yields it; same shapes and config as the fixture, so no
+  # recompilation). The remainder must never become the bank.
+  more = np.concatenate([images, _images(6, seed=5)])
+  batches = _batches(more, 4)
+  last = batches[-1]
+  batches[-1] = {"image": np.concatenate([last["image"], np.zeros_like(last["image"])]),
+                 "valid": np.array([True, True, False, False])}
+  big = smcc.fit(jax.random.key(1), smcc.init(jax.random.key(0), config, batches[0]), batches,
+                 history=hist)
+  assert len(hist) == 4 * config.epochs
   assert big.bank.shape == state.bank.shape
   assert int(big.bank_valid.sum()) == int(state.bank_valid.sum()) == config.batch_size * 64
-  np.testing.assert_allclose(float(big.best_loss), min(h["loss"] for h in hist[:3]), rtol=1e-6)
+  full = [h["loss"] for i, h in enumerate(hist) if i % 4 != 3]
+  np.testing.assert_allclose(float(big.best_loss), min(full), rtol=1e-6)
   assert smcc.memory_bytes(big)["bank"] == smcc.memory_bytes(state)["bank"]
+  # Directly: with best_loss = inf any loss would win, but the padded batch must not.
+  step = smcc._sharded_step(make_mesh())
+  n_compiled = step._cache_size()
+  s0, pad = _step_inputs(state.replace(best_loss=jnp.asarray(jnp.inf, jnp.float32)), batches[-1])
+  s1, m = step(s0, pad, step_key(s0))
+  assert np.isfinite(float(m["loss"])) and np.isinf(float(s1.best_loss))
+  np.testing.assert_array_equal(s1.best_bank, s0.best_bank)
+  _, full_batch = _step_inputs(s1, batches[0])
+  s2, m = step(s1, full_batch, step_key(s1))
+  assert float(s2.best_loss) == float(m["loss"])
+  assert step._cache_size() == n_compiled  # the fit's compiled step served every call
 
 
 def test_deterministic(fitted):
@@ -214,6 +245,21 @@ def test_no_self_update_keeps_backbone_and_first_batch(fitted, initial):
   want = smcc.extract_patches(init, _batches(images[:4], 4))
   np.testing.assert_allclose(np.asarray(state.bank)[:want.shape[0]], want, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(state.centres, state0.centres, rtol=1e-5, atol=1e-5)
+
+
+def test_reinit_with_same_config_does_not_recompile(fitted, initial):
+  # Regression: init() built a new optax object per call; ``tx`` is a static field of the state,
+  # so every init with an equal config changed the tree structure and recompiled the features,
+  # the train step and predict.
+  config, images, state, _ = fitted
+  again = smcc.init(jax.random.key(3), config, {"image": images[:4]})
+  assert again.tx is initial.tx is state.tx
+  assert jax.tree.structure(again) == jax.tree.structure(initial)
+  batches = _batches(images[:4], 4)
+  smcc.extract_patches(initial, batches)
+  n = smcc._jit_features._cache_size()
+  smcc.extract_patches(again, batches)
+  assert smcc._jit_features._cache_size() == n
 
 
 def test_with_bank_and_memory_bytes(fitted):
