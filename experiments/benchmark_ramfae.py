@@ -28,6 +28,7 @@ Usage (``--lock`` takes the shared lock for the timed steps only; compilation ru
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -272,14 +273,17 @@ class _TorchStep:
 class _JaxStep:
   """One jitted jaxad step; the state is donated (updated in place)."""
 
-  def __init__(self, cfg, images: np.ndarray):
+  def __init__(self, cfg, images: np.ndarray, compiler_options: str = "default"):
     import jax
 
     from jaxad.models import ramfae
+    from jaxad.train import compile as xla_compile
     self.jax = jax
     self.batch = {"image": jax.device_put(images)}
     self.state = ramfae.init(jax.random.key(0), cfg, self.batch)
-    self.step = jax.jit(ramfae.train_step, donate_argnums=0)
+    os.environ[xla_compile.ENV_VAR] = compiler_options  # read by step_options() below
+    self.step = jax.jit(ramfae.train_step, donate_argnums=0,
+                        compiler_options=xla_compile.step_options())
 
   def __call__(self, i: int) -> None:
     self.state, m = self.step(self.state, self.batch, self.jax.random.key(100 + i))
@@ -312,6 +316,11 @@ def main(argv) -> None:
   del argv
   from absl import flags
   f = flags.FLAGS
+  if f.glibc_hugetlb and "glibc.malloc.hugetlb" not in os.environ.get("GLIBC_TUNABLES", ""):
+    # glibc reads its tunables at process start: re-execute this script with the tunable set.
+    env = dict(os.environ, GLIBC_TUNABLES=":".join(
+        t for t in (os.environ.get("GLIBC_TUNABLES", ""), "glibc.malloc.hugetlb=1") if t))
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
   threads = f.threads or os.cpu_count() or 1
   if f.xla_flags:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + f.xla_flags).strip()
@@ -327,9 +336,11 @@ def main(argv) -> None:
   images = rng.uniform(0, 1, (f.batch_size, f.image_size, f.image_size, f.channels)).astype(np.float32)
   steppers = {}
   for up in [u.strip() for u in f.upsample.split(",") if u.strip()]:
-    cfg = ramfae.Config(image_size=f.image_size, channels=f.channels, base_features=f.base_features,
-                        max_features=f.max_features, upsample=up)
-    steppers[f"jaxad (upsample={up if up != 'auto' else 'auto=' + default_upsample()})"] = _JaxStep(cfg, images)
+    for co in [c.strip() for c in f.compiler_options.split(";") if c.strip()]:
+      cfg = ramfae.Config(image_size=f.image_size, channels=f.channels, base_features=f.base_features,
+                          max_features=f.max_features, upsample=up)
+      name = f"jaxad (upsample={up if up != 'auto' else 'auto=' + default_upsample()}, options={co})"
+      steppers[name] = _JaxStep(cfg, images, co)
   cfg = ramfae.Config(image_size=f.image_size, channels=f.channels, base_features=f.base_features,
                       max_features=f.max_features)
   torch_name = f"PyTorch {torch.__version__} CPU"
@@ -351,7 +362,8 @@ def main(argv) -> None:
   print(f"\nRAMFAE training throughput, {f.image_size}x{f.image_size}x{f.channels}, batch {b}, widths "
         f"{ramfae.widths(cfg)}, {f.steps} interleaved timed steps after {f.warmup} warm-up; jax "
         f"{jax.__version__} backend {jax.default_backend()}, {os.cpu_count()} CPUs, {threads} thread(s) "
-        f"each; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; timed from {t_start} UTC, load {load:.1f}\n")
+        f"each; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; GLIBC_TUNABLES="
+        f"{os.environ.get('GLIBC_TUNABLES', '')!r}; timed from {t_start} UTC, load {load:.1f}\n")
   ref = res.get(torch_name)
   print("| implementation | images/s (median wall) | vs PyTorch | images/s (best wall) | vs PyTorch "
         "| images/s (median CPU time) | vs PyTorch | warm-up steps (s; incl. compile without --lock) |")
@@ -379,6 +391,12 @@ if __name__ == "__main__":
   flags.DEFINE_string("upsample", "auto", "comma-separated jaxad upsample paths (auto, subpixel, "
                       "transpose)")
   flags.DEFINE_bool("skip_torch", False, "measure only jaxad")
+  flags.DEFINE_string("compiler_options", "default", "';'-separated jaxad step compiler-option "
+                      "settings to compare, each as JAXAD_XLA_CPU_OPTIONS takes it: 'default' "
+                      "(jaxad.train.compile.CPU_OPTIONS), 'none' (XLA defaults) or a JSON object")
+  flags.DEFINE_bool("glibc_hugetlb", False, "re-run with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "
+                    "(process-wide, both frameworks): glibc backs large allocations with "
+                    "transparent huge pages, so fresh buffers fault per 2 MiB instead of per 4 KiB")
   flags.DEFINE_integer("threads", 0, "threads per framework (0 = all CPUs; 1 also sets XLA's "
                        "single-thread flags)")
   flags.DEFINE_string("xla_flags", "", "extra XLA_FLAGS for this process (set before jax starts)")

@@ -52,6 +52,7 @@ from jaxad import backbones, cluster, maps as maps_lib
 from jaxad.cluster.knn import knn_core
 from jaxad.models import patch_features as pf
 from jaxad.progress import Progress, log
+from jaxad.train import compile as xla_compile
 from jaxad.train.mesh import data_sharding, make_mesh, replicate, replicated_sharding
 from jaxad.train.state import step_key
 
@@ -557,8 +558,8 @@ def _initial_bank(state: SMCCState, images: jax.Array, valid: np.ndarray) -> SMC
 def _sharded_step(mesh: jax.sharding.Mesh) -> Callable[..., Any]:
   """:func:`train_step` jitted with the state replicated and the batch sharded over ``mesh``."""
   repl = replicated_sharding(mesh)
-  return jax.jit(train_step, in_shardings=(repl, data_sharding(mesh), repl),
-                 out_shardings=(repl, repl))
+  return xla_compile.jit(train_step, in_shardings=(repl, data_sharding(mesh), repl),
+                         out_shardings=(repl, repl))
 
 
 def fit(key: jax.Array, state: SMCCState, batches: Any, *, mesh: jax.sharding.Mesh | None = None,

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from jaxad.progress import Progress, log
+from jaxad.train import compile as xla_compile
 from jaxad.train import rng
 from jaxad.train.checkpoint import Checkpointer, CheckpointMismatchError
 from jaxad.train.mesh import (check_batch_size, data_sharding, make_mesh, replicate,
@@ -167,7 +168,8 @@ def make_train_step(method: ModuleType, mesh: jax.sharding.Mesh) -> Callable[...
 
   The returned function maps ``(state, batch) -> (state, metrics)`` and passes
   ``key = step_key(state)`` to the method. Cached per (method, mesh), so
-  repeated :func:`fit` calls reuse compiled steps.
+  repeated :func:`fit` calls reuse compiled steps. Compiled with
+  :func:`jaxad.train.compile.step_options` (XLA:CPU convolution tuning on CPU).
   """
   repl, data = replicated_sharding(mesh), data_sharding(mesh)
 
@@ -175,15 +177,15 @@ def make_train_step(method: ModuleType, mesh: jax.sharding.Mesh) -> Callable[...
     return method.train_step(state, batch, step_key(state))
 
   donate = (0,) if jax.default_backend() != "cpu" else ()
-  return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl),
-                 donate_argnums=donate)
+  return xla_compile.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl),
+                         donate_argnums=donate)
 
 
 @functools.lru_cache(maxsize=32)
 def make_predict(method: ModuleType, mesh: jax.sharding.Mesh) -> Callable[..., Any]:
   """``method.predict`` jitted for ``mesh``: images sharded, outputs sharded."""
   repl, data = replicated_sharding(mesh), data_sharding(mesh)
-  return jax.jit(method.predict, in_shardings=(repl, data), out_shardings=(data, data))
+  return xla_compile.jit(method.predict, in_shardings=(repl, data), out_shardings=(data, data))
 
 
 def predict_dataset(method: str | ModuleType, state: PyTree, images: np.ndarray, *,
