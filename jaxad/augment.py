@@ -32,9 +32,13 @@ config bound as static keyword arguments::
   images_aug, mask = aug(key, images)
 
 All shapes are static: random sizes, positions and angles are realised with
-coordinate arithmetic and one gather over the full image, never with dynamic
-slicing, so the transforms run inside ``jit``, ``vmap`` and ``lax.scan`` (e.g.
-inside a jitted ``train_step``) without a host round trip. Axis-aligned regions are
+coordinate arithmetic over the full image (copy-paste transforms may first copy
+each source rectangle into a window of static, config-derived size), so the
+transforms run inside ``jit``, ``vmap`` and ``lax.scan`` (e.g. inside a jitted
+``train_step``) without a host round trip. With ``jax.jit(fn, donate_argnums=1)``
+XLA writes the augmented batch into the donated input buffer (the fill
+transforms always; the copy-paste ones with ``in_place=True``, which reads the
+sources from separate windows). Axis-aligned regions are
 outer products of 1-D row/column spans; for N overlapping patches the rows and
 columns carry the patches as bits of uint32 words, so the last patch covering a
 pixel is one AND and one count-leading-zeros per pixel (O(H W ceil(N / 32)), not
@@ -125,6 +129,12 @@ def _as_key(key: Any) -> Array:
     return jax.random.wrap_key_data(key)
   raise TypeError(f"key: expected a typed PRNG key (jax.random.key) or raw uint32[2], "
                   f"got dtype {dtype} shape {tuple(shape)}")
+
+
+def _check_bool(name: str, value: Any) -> bool:
+  if not isinstance(value, bool):
+    raise TypeError(f"{name}: expected a bool, got {value!r}")
+  return value
 
 
 def _is_number(x: Any) -> bool:
@@ -470,8 +480,9 @@ def _rect_sizes(key: Array, shape: tuple[int, ...], height: int, width: int,
   return h, w
 
 
+@jax.tree_util.register_pytree_node_class
 class _Patches:
-  """Per-image geometry of N patches (all arrays [N])."""
+  """Per-image geometry of N patches (all arrays [N]; [B, N] when batched by vmap)."""
 
   def __init__(self, h, w, dst_top, dst_left, angle=None, src_top=None, src_left=None,
                bh=None, bw=None):
@@ -482,6 +493,15 @@ class _Patches:
     # bounding box of the (rotated) destination; equals (h, w) without rotation
     self.bh = h if bh is None else bh
     self.bw = w if bw is None else bw
+
+  def tree_flatten(self):
+    return (self.h, self.w, self.dst_top, self.dst_left, self.angle, self.src_top,
+            self.src_left, self.bh, self.bw), None
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    del aux
+    return cls(*children)
 
 
 def _sample_patches(key: Array, height: int, width: int, h: Array, w: Array, *,
@@ -570,6 +590,32 @@ def _winner(p: _Patches, height: int, width: int) -> Array:
   return win
 
 
+def _mix32(x: Array) -> Array:
+  """lowbias32 integer hash (C. Wellons' hash-prospector): a bijection of uint32."""
+  x = x ^ (x >> 16)
+  x = x * jnp.uint32(0x7FEB352D)
+  x = x ^ (x >> 15)
+  x = x * jnp.uint32(0x846CA68B)
+  return x ^ (x >> 16)
+
+
+def _hash_uniform(key: Array, shape: tuple[int, ...]) -> Array:
+  """U[0, 1) float32 noise of ``shape``, keyed by ``key``, as a counter-based hash.
+
+  Two uint32 words drawn from ``key`` (threefry) seed a keyed hash of each value's
+  flat index: ``mix(mix(index ^ s0) + s1)``. The result is converted like
+  ``jax.random.uniform`` (23 random mantissa bits, values in [0, 1)). It is
+  elementwise, so XLA fuses it into its consumer and only the values that are
+  used are computed: on XLA CPU ``jax.random.uniform`` (threefry, ~35 ns per
+  value) dominated ``random_erasing`` at 256^2, this costs a few integer ops.
+  """
+  s = jax.random.bits(key, (2,), jnp.uint32)
+  index = lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+  x = _mix32(_mix32(index ^ s[0]) + s[1])
+  one = lax.bitcast_convert_type((x >> 9) | jnp.uint32(0x3F800000), jnp.float32)
+  return one - 1.0
+
+
 def _grid(height: int, width: int) -> tuple[Array, Array]:
   ii = jnp.arange(height, dtype=jnp.int32)[:, None]
   jj = jnp.arange(width, dtype=jnp.int32)[None, :]
@@ -600,41 +646,138 @@ def _patch_grey_means(image: Array, p: _Patches) -> Array:
   return total / (p.h * p.w).astype(jnp.float32)
 
 
-def _paste(image: Array, p: _Patches, jitter_key: Array | None,
-           strengths: tuple[float, float, float, float], source: Array | None = None
-           ) -> tuple[Array, Array]:
-  """Pastes source rectangles of ``source`` (default ``image``) at the destinations.
+def _window_side(size: int, area_ratio: tuple[float, float], aspect_ratio: tuple[float, float],
+                 height: int, width: int, axis: int) -> int:
+  """Static bound on a CutPaste rectangle's height (axis 0) or width (axis 1), in pixels.
 
-  Returns (pasted image [H, W, C], region [H, W] bool).
+  h = round(sqrt(area / aspect)) <= sqrt(hi_area H W / lo_aspect) (w: times hi_aspect);
+  a relative margin of 1e-4 and one pixel cover float32 rounding of the sampled values.
+  """
+  aspect = aspect_ratio[0] if axis == 0 else 1.0 / aspect_ratio[1]
+  bound = math.sqrt(area_ratio[1] * height * width / aspect) * (1.0 + 1e-4)
+  return max(1, min(size, int(math.floor(bound + 0.5)) + 1))
+
+
+def _source_windows(images: Array, p: _Patches, window: tuple[int, int]
+                    ) -> tuple[Array, Array, Array]:
+  """Static-size windows [B, N, wh, ww, C] of ``images`` holding each source rectangle.
+
+  Returns (windows, row offset [B, N], column offset [B, N]): source pixel
+  (src_top + a, src_left + b) of patch k of image i is
+  ``windows[i, k, a + row_off[i, k], b + col_off[i, k]]``. Window starts are clamped
+  into the image (``dynamic_slice`` semantics); the offsets say where the rectangle
+  starts inside its window. Requires h <= wh and w <= ww for every patch.
+
+  The slices run in a ``lax.map`` over the batch on purpose: the loop's output is a
+  buffer of its own, so the later per-pixel paste reads ``images`` only elementwise
+  and XLA can write the result into a donated input buffer. Sliced inside the vmap
+  (even behind ``optimization_barrier``), XLA CPU fuses the slices into the paste,
+  which then reads the input at other pixels and needs a full copy (64 x 256^2
+  donated cut_paste: 33 ms with the copy, 13 ms without).
+  """
+  _, height, width, channels = images.shape
+  wh, ww = window
+  top = jnp.clip(p.src_top, 0, height - wh)
+  left = jnp.clip(p.src_left, 0, width - ww)
+
+  def one(args):
+    img, t, l = args
+    return jax.vmap(lambda ti, li: lax.dynamic_slice(img, (ti, li, 0), (wh, ww, channels)))(t, l)
+
+  windows = lax.map(one, (images, top, left))
+  return windows, p.src_top - top, p.src_left - left
+
+
+def _paste_one(image: Array, p: _Patches, jitter_key: Array,
+               strengths: tuple[float, float, float, float], windows: Array | None,
+               row_off: Array | None, col_off: Array | None, delete: bool
+               ) -> tuple[Array, Array]:
+  """Pastes one image's patches from its source windows, or from the image if None.
+
+  See ``_paste_batch``. Returns (pasted image [H, W, C], region [H, W] bool).
   """
   height, width, _ = image.shape
-  source = image if source is None else source
-  if p.angle is not None and p.h.shape[0] == 1:  # one rotated patch: one inverse mapping
-    a, b, inside = _local_coords(p, *_grid(height, width), 0)
-    win = jnp.where(inside, 0, -1)
-  else:
-    win = _winner(p, height, width)
-  region = win >= 0
-  n = jnp.maximum(win, 0)
-  ii = jnp.arange(height, dtype=jnp.int32)[:, None]
-  jj = jnp.arange(width, dtype=jnp.int32)[None, :]
-  if p.angle is None:  # a translation per patch: source = pixel + (src - dst) offset
-    si = ii + _per_patch(p.src_top - p.dst_top, n)
-    sj = jj + _per_patch(p.src_left - p.dst_left, n)
-  else:
-    if p.h.shape[0] != 1:
-      a, b, _ = _local_coords(p, *_grid(height, width), n)
-    si = _per_patch(p.src_top, n) + a
-    sj = _per_patch(p.src_left, n) + b
-  content = source[jnp.clip(si, 0, height - 1), jnp.clip(sj, 0, width - 1)]
-  if jitter_key is not None and any(strengths):
+  source = image
+  if delete:  # zero the source rectangle first; the paste (from the original) wins
+    src = _rect_mask(p.src_top[0], p.src_left[0], p.h[0], p.w[0], height, width)
+    image = jnp.where(src[..., None], 0.0, image)
+  if windows is None:  # gather straight from the source image
+    content, region = _direct_content(source, p)
+    out = jnp.where(region[..., None], content, image)
+    return out, (region | src) if delete else region
+  if any(strengths):
     factors = _sample_jitter(jitter_key, strengths, p.h.shape)
     means = _patch_grey_means(source, p)
-    # The barrier keeps XLA from fusing the gather into each of the many jitter
-    # consumers (recomputing it per use): 23 -> 13 ms CPU for 8 x 256^2 cut_paste.
-    content = _jitter_pixels(lax.optimization_barrier(content), _per_patch(factors, n),
-                             _per_patch(means, n), strengths)
-  return jnp.where(region[..., None], content, image), region
+    # The barrier keeps XLA from fusing the jitter into the per-pixel gather below
+    # (recomputing it per output pixel instead of once per window pixel).
+    windows = lax.optimization_barrier(
+        _jitter_pixels(windows, factors[:, None, None, :], means[:, None, None], strengths))
+  region, n, a, b = _coverage(p, height, width)
+  a = jnp.clip(a + _per_patch(row_off, n), 0, windows.shape[1] - 1)
+  b = jnp.clip(b + _per_patch(col_off, n), 0, windows.shape[2] - 1)
+  content = windows[0, a, b] if p.h.shape[0] == 1 else windows[n, a, b]
+  out = jnp.where(region[..., None], content, image)
+  return out, (region | src) if delete else region
+
+
+def _coverage(p: _Patches, height: int, width: int) -> tuple[Array, Array, Array, Array]:
+  """Which patch covers each pixel and where in it: (region, n, a, b), all [H, W].
+
+  ``region`` (bool) marks covered pixels, ``n`` is the last covering patch (0 where
+  none), (a, b) the pixel's patch-local integer coordinates in patch n (the
+  nearest-neighbour inverse rotation for rotated patches).
+  """
+  if p.angle is not None and p.h.shape[0] == 1:  # one rotated patch: one inverse mapping
+    a, b, inside = _local_coords(p, *_grid(height, width), 0)
+    return inside, jnp.zeros((height, width), jnp.int32), a, b
+  win = _winner(p, height, width)
+  n = jnp.maximum(win, 0)
+  if p.angle is None:  # a translation per patch
+    a = jnp.arange(height, dtype=jnp.int32)[:, None] - _per_patch(p.dst_top, n)
+    b = jnp.arange(width, dtype=jnp.int32)[None, :] - _per_patch(p.dst_left, n)
+  else:
+    a, b, _ = _local_coords(p, *_grid(height, width), n)
+  return win >= 0, n, a, b
+
+
+def _direct_content(source: Array, p: _Patches) -> tuple[Array, Array]:
+  """Per-pixel content gathered straight from ``source`` ([H, W, C]) and region [H, W]."""
+  height, width, _ = source.shape
+  region, n, a, b = _coverage(p, height, width)
+  si = jnp.clip(_per_patch(p.src_top, n) + a, 0, height - 1)
+  sj = jnp.clip(_per_patch(p.src_left, n) + b, 0, width - 1)
+  return source[si, sj], region
+
+
+def _paste_batch(key: Any, images: Array,
+                 geometry: Callable[[Array], tuple[_Patches, Array]],
+                 strengths: tuple[float, float, float, float], window: tuple[int, int],
+                 in_place: bool, delete: bool = False) -> tuple[Array, Array]:
+  """Copy-paste transforms: per-image geometry, (source windows,) one paste pass.
+
+  ``geometry(key_b) -> (patches, jitter key)`` draws image b's patches (vmapped).
+  Without jitter and with ``in_place=False`` every output pixel gathers its content
+  straight from the image (fastest when the output gets a new buffer). Otherwise
+  the source rectangles are first copied into static-size windows (``window`` =
+  (wh, ww) >= every patch's (h, w)) by ``_source_windows`` and every output pixel
+  gathers from its patch's window (patch-local coordinates, nearest-neighbour
+  inverse mapping when rotated). Both give bitwise the same result. The windows
+  let XLA write the output into a donated input buffer, and colour jitter (a
+  per-patch pixelwise map) runs on the windows: N wh ww pixels instead of H W (one
+  183^2 window for cut_paste at 256^2, 30 of 26^2 for copy_paste). ``delete``
+  zeroes the source rectangle (N = 1) before pasting.
+  """
+  key = _as_key(key)
+  keys = jax.random.split(key, images.shape[0])
+  p, jitter_keys = jax.vmap(geometry)(keys)
+  if in_place or any(strengths):
+    windows, row_off, col_off = _source_windows(images, p, window)
+  else:
+    windows = row_off = col_off = None
+  out, region = jax.vmap(
+      lambda img, pb, kb, wb, rb, cb: _paste_one(img, pb, kb, strengths, wb, rb, cb, delete)
+  )(images, p, jitter_keys, windows, row_off, col_off)
+  return out.astype(images.dtype), region.astype(jnp.float32)
 
 
 def _fill(image: Array, p: _Patches, colours: Array) -> tuple[Array, Array]:
@@ -646,7 +789,7 @@ def _fill(image: Array, p: _Patches, colours: Array) -> tuple[Array, Array]:
   return jnp.where(region[..., None], values, image), region
 
 
-def _batched(key: Any, images: Array, one: Callable[[Array, Array], tuple[Array, Array]],
+def _batched(key: Any, images: Array, one: Callable[[Array, Array], tuple[Array, Array]] | None,
              identity: bool = False) -> tuple[Array, Array]:
   """Runs ``one(key_b, image_b)`` on every image with its own key; ``identity``: no-op."""
   key = _as_key(key)
@@ -676,7 +819,7 @@ def _check_squares(num_patches: Any, area_ratio: Any, images: Array) -> tuple[in
 
 
 def copy_paste(key: Any, images: Array, *, num_patches: int = 30, area_ratio: float = 0.01,
-               jitter: Jitter = 0.0) -> tuple[Array, Array]:
+               jitter: Jitter = 0.0, in_place: bool = False) -> tuple[Array, Array]:
   """SCGAN CopyPaste: N square patches copied and pasted within the same image.
 
   Each patch is a square of side ``patch_side(H, W, area_ratio)`` copied from a
@@ -691,6 +834,11 @@ def copy_paste(key: Any, images: Array, *, num_patches: int = 30, area_ratio: fl
     area_ratio: area of one patch as a fraction of H * W, in (0, 1) (paper: 0.01).
     jitter: colour-jitter strength per patch, a number for all four or
       (brightness, contrast, saturation, hue); 0 = off (paper: on for textures only).
+    in_place: formulate the paste so that XLA writes the augmented batch into the
+      input's buffer when the caller donates it (``jax.jit(fn, donate_argnums=1)``);
+      bitwise the same result. Faster with donation (64 x 256^2 cut_paste on CPU:
+      34 -> 15 ms), ~20 % slower without (source windows are copied first). Always
+      on when ``jitter`` is on.
 
   Returns:
     (augmented float32 [B, H, W, C] in [0, 1], mask float32 [B, H, W] in {0, 1} = union
@@ -700,40 +848,44 @@ def copy_paste(key: Any, images: Array, *, num_patches: int = 30, area_ratio: fl
     SCGAN, Sec. III-C "CopyPaste module", Figs. 5-6, Table 3 (N = 30).
   """
   strengths = _check_jitter("jitter", jitter)
+  in_place = _check_bool("in_place", in_place)
   num_patches, side = _check_squares(num_patches, area_ratio, images)
   _, height, width, _ = images.shape
+  if num_patches == 0:
+    return _batched(key, images, None, identity=True)
 
-  def one(k, img):
+  def geometry(k):
     k_geo, k_jit = jax.random.split(k)
-    p = _squares(k_geo, height, width, num_patches, side, with_source=True)
-    return _paste(img, p, k_jit, strengths)
+    return _squares(k_geo, height, width, num_patches, side, with_source=True), k_jit
 
-  return _batched(key, images, one, identity=num_patches == 0)
-
-
-def _cut_paste_one(k: Array, img: Array, area_ratio, aspect_ratio, rotation, strengths,
-                   delete: bool) -> tuple[Array, Array]:
-  height, width, _ = img.shape
-  k_size, k_geo, k_jit = jax.random.split(k, 3)
-  h, w = _rect_sizes(k_size, (1,), height, width, area_ratio, aspect_ratio)
-  p = _sample_patches(k_geo, height, width, h, w, with_source=True, rotation=rotation)
-  if not delete:
-    return _paste(img, p, k_jit, strengths)
-  src = _rect_mask(p.src_top[0], p.src_left[0], h[0], w[0], height, width)
-  deleted = jnp.where(src[..., None], 0.0, img)
-  out, dst = _paste(deleted, p, k_jit, strengths, source=img)
-  return out, dst | src
+  return _paste_batch(key, images, geometry, strengths, (side, side), in_place)
 
 
-def _check_cut_config(area_ratio, aspect_ratio, rotation, jitter):
+def _cut_paste(key: Any, images: Array, area_ratio, aspect_ratio, rotation, strengths,
+               in_place: bool, delete: bool) -> tuple[Array, Array]:
+  _, height, width, _ = images.shape
+
+  def geometry(k):
+    k_size, k_geo, k_jit = jax.random.split(k, 3)
+    h, w = _rect_sizes(k_size, (1,), height, width, area_ratio, aspect_ratio)
+    return _sample_patches(k_geo, height, width, h, w, with_source=True,
+                           rotation=rotation), k_jit
+
+  window = (_window_side(height, area_ratio, aspect_ratio, height, width, 0),
+            _window_side(width, area_ratio, aspect_ratio, height, width, 1))
+  return _paste_batch(key, images, geometry, strengths, window, in_place, delete=delete)
+
+
+def _check_cut_config(area_ratio, aspect_ratio, rotation, jitter, in_place):
   return (_check_range("area_ratio", area_ratio, 0.0, 1.0),
           _check_range("aspect_ratio", aspect_ratio, 0.0, math.inf),
-          _check_rotation(rotation), _check_jitter("jitter", jitter))
+          _check_rotation(rotation), _check_jitter("jitter", jitter),
+          _check_bool("in_place", in_place))
 
 
 def cut_paste(key: Any, images: Array, *, area_ratio: float | tuple[float, float] = (0.02, 0.15),
               aspect_ratio: float | tuple[float, float] = (0.3, 3.3), rotation: float = 0.0,
-              jitter: Jitter = 0.0) -> tuple[Array, Array]:
+              jitter: Jitter = 0.0, in_place: bool = False) -> tuple[Array, Array]:
   """AFF-GAN / CutPaste: one rectangle cut from a random place and pasted elsewhere.
 
   Per image: area = U(area_ratio) * H * W, aspect w/h log-uniform in ``aspect_ratio``,
@@ -751,6 +903,11 @@ def cut_paste(key: Any, images: Array, *, area_ratio: float | tuple[float, float
     rotation: maximum absolute angle in degrees, in [0, 180]; 0 = off (default).
     jitter: colour jitter of the patch (number or 4-tuple, see ``color_jitter``);
       0 = off (CutPaste reference: 0.1).
+    in_place: formulate the paste so that XLA writes the augmented batch into the
+      input's buffer when the caller donates it (``jax.jit(fn, donate_argnums=1)``);
+      bitwise the same result. Faster with donation (64 x 256^2 cut_paste on CPU:
+      34 -> 15 ms), ~20 % slower without (source windows are copied first). Always
+      on when ``jitter`` is on.
 
   Returns:
     (augmented float32 [B, H, W, C] in [0, 1], mask float32 [B, H, W] in {0, 1} = pasted region).
@@ -758,15 +915,15 @@ def cut_paste(key: Any, images: Array, *, area_ratio: float | tuple[float, float
   References:
     AFF-GAN Sec. 3.2 and Fig. 4; Li et al., CutPaste (CVPR 2021), Sec. 3.1.
   """
-  cfg = _check_cut_config(area_ratio, aspect_ratio, rotation, jitter)
+  cfg = _check_cut_config(area_ratio, aspect_ratio, rotation, jitter, in_place)
   _check_images(images)
-  return _batched(key, images, lambda k, img: _cut_paste_one(k, img, *cfg, delete=False))
+  return _cut_paste(key, images, *cfg, delete=False)
 
 
 def delete_paste(key: Any, images: Array, *,
                  area_ratio: float | tuple[float, float] = (0.02, 0.15),
                  aspect_ratio: float | tuple[float, float] = (0.3, 3.3), rotation: float = 0.0,
-                 jitter: Jitter = 0.0) -> tuple[Array, Array]:
+                 jitter: Jitter = 0.0, in_place: bool = False) -> tuple[Array, Array]:
   """RAMFAE Delete Paste: cut_paste whose source region is set to 0 (two anomalies).
 
   The source rectangle is zeroed first, then its original content is pasted at the
@@ -780,6 +937,11 @@ def delete_paste(key: Any, images: Array, *,
     aspect_ratio: (lo, hi) with 0 < lo <= hi (default (0.3, 3.3)).
     rotation: maximum absolute angle in degrees, in [0, 180]; 0 = off.
     jitter: colour jitter of the pasted patch; 0 = off.
+    in_place: formulate the paste so that XLA writes the augmented batch into the
+      input's buffer when the caller donates it (``jax.jit(fn, donate_argnums=1)``);
+      bitwise the same result. Faster with donation (64 x 256^2 cut_paste on CPU:
+      34 -> 15 ms), ~20 % slower without (source windows are copied first). Always
+      on when ``jitter`` is on.
 
   Returns:
     (augmented float32 [B, H, W, C] in [0, 1], mask float32 [B, H, W] in {0, 1} =
@@ -788,9 +950,9 @@ def delete_paste(key: Any, images: Array, *,
   References:
     RAMFAE Sec. 3.2 and Fig. 5 (M_{S_i}: mask zero on the source region S_i).
   """
-  cfg = _check_cut_config(area_ratio, aspect_ratio, rotation, jitter)
+  cfg = _check_cut_config(area_ratio, aspect_ratio, rotation, jitter, in_place)
   _check_images(images)
-  return _batched(key, images, lambda k, img: _cut_paste_one(k, img, *cfg, delete=True))
+  return _cut_paste(key, images, *cfg, delete=True)
 
 
 def cutout(key: Any, images: Array, *, num_patches: int = 30, area_ratio: float = 0.01,
@@ -845,8 +1007,9 @@ def random_erasing(key: Any, images: Array, *, probability: float = 1.0,
       Zhong et al. use 0.5 for classification).
     area_ratio: (lo, hi), 0 < lo <= hi < 1 (Zhong et al.: (0.02, 0.4)).
     aspect_ratio: (lo, hi), 0 < lo <= hi (Zhong et al.: (0.3, 1/0.3)).
-    fill: "random" (per-pixel U[0, 1] noise, as Zhong et al.), "colour" (one random
-      colour) or "black".
+    fill: "random" (per-pixel U[0, 1) noise, as Zhong et al.; a counter-based hash
+      keyed by the image's key, computed only where it is used), "colour" (one
+      random colour) or "black".
 
   Returns:
     (augmented float32 [B, H, W, C] in [0, 1], mask float32 [B, H, W] in {0, 1};
@@ -875,7 +1038,7 @@ def random_erasing(key: Any, images: Array, *, probability: float = 1.0,
                         rotation=0.0)
     p.h = h
     if fill == "random":
-      values = jax.random.uniform(k_val, img.shape, jnp.float32)
+      values = _hash_uniform(k_val, img.shape)
     elif fill == "colour":
       values = jax.random.uniform(k_val, (1, channels), jnp.float32)
     else:

@@ -297,6 +297,43 @@ def test_random_erasing_probability():
   assert not masks.any()
 
 
+def test_random_erasing_noise_is_uniform_and_uncorrelated():
+  # the noise is a counter-based hash keyed per image (computed only where used)
+  x = jnp.zeros((64, 32, 32, 3), jnp.float32)
+  aug, mask = jax.jit(A.random_erasing)(jax.random.key(11), x)
+  aug, m = np.asarray(aug), np.asarray(mask) > 0
+  v = aug[m]  # [n, 3], n ~ 14k
+  assert v.min() >= 0.0 and v.max() < 1.0
+  assert abs(v.mean() - 0.5) < 0.01 and abs(v.var() - 1 / 12) < 0.004
+  hist, _ = np.histogram(v, bins=16, range=(0.0, 1.0))
+  expected = v.size / 16
+  assert ((hist - expected) ** 2 / expected).sum() < 45  # chi2, 15 dof: p ~ 1e-4
+  pairs = m[:, :, 1:] & m[:, :, :-1]  # horizontal neighbours, channels, images
+  assert abs(np.corrcoef(aug[:, :, 1:][pairs][:, 0], aug[:, :, :-1][pairs][:, 0])[0, 1]) < 0.03
+  assert np.abs(np.corrcoef(v.T) - np.eye(3)).max() < 0.03
+  both = m[:32] & m[32:]
+  assert abs(np.corrcoef(aug[:32][both][:, 1], aug[32:][both][:, 1])[0, 1]) < 0.05
+  # zeros stay outside the rectangle
+  assert not aug[~m].any()
+
+
+@pytest.mark.parametrize("fn", [
+    functools.partial(A.copy_paste, num_patches=12, area_ratio=0.02),
+    functools.partial(A.cut_paste, area_ratio=(0.1, 0.2), aspect_ratio=(0.25, 4.0), rotation=90.0),
+    functools.partial(A.delete_paste, area_ratio=(0.1, 0.2), aspect_ratio=(0.5, 2.0)),
+], ids=["copy_paste", "cut_paste_rot", "delete_paste"])
+def test_weak_jitter_keeps_the_pasted_geometry(fn):
+  # With jitter the patches are read through static-size source windows (start clamped
+  # into the image); a near-zero jitter must give the plain paste up to the jitter itself.
+  # The windows here (42 or 58 px of 64) are smaller than the image: clamping is exercised.
+  x = _images(12, batch=24, size=64)
+  plain, m0 = jax.jit(fn)(jax.random.key(6), x)
+  weak, m1 = jax.jit(functools.partial(fn, jitter=1e-3))(jax.random.key(6), x)
+  np.testing.assert_array_equal(np.asarray(m0), np.asarray(m1))
+  np.testing.assert_allclose(np.asarray(weak), np.asarray(plain), atol=0.01)
+  assert np.abs(np.asarray(weak) - np.asarray(plain)).max() > 0  # the jitter did run
+
+
 def test_confetti_speckle_sizes():
   size = 64
   masks = _many_masks(functools.partial(A.confetti, num_patches=1, size=(0.05, 0.1)), 500, size)
@@ -331,6 +368,22 @@ def test_vmap_and_scan_match_separate_calls(name):
     np.testing.assert_array_equal(np.asarray(sa[i]), np.asarray(a))
     np.testing.assert_array_equal(np.asarray(sm[i]), np.asarray(m))
   assert float(total) == sum(float(m.sum()) for _, m in want)
+
+
+@pytest.mark.parametrize("name, in_place", [
+    ("copy_paste", functools.partial(A.copy_paste, in_place=True)),
+    ("delete_paste", functools.partial(A.delete_paste, rotation=30.0, in_place=True)),
+])
+def test_in_place_and_donated_input_give_the_same_result(name, in_place):
+  # in_place=True reads the sources from copied windows so that XLA can write the
+  # output into a donated input buffer (jax.jit(..., donate_argnums=1)); it must be
+  # bitwise the default result.
+  x = _images(9, batch=3, size=16)
+  default = EXTRA["delete_paste_rot"] if name == "delete_paste" else TRANSFORMS[name]
+  want = jax.jit(default)(jax.random.key(2), x)
+  got = jax.jit(in_place, donate_argnums=1)(jax.random.key(2), jnp.copy(x))
+  for g, w in zip(got, want):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
 
 
 def test_jit_with_static_config_and_raw_key():
@@ -369,6 +422,7 @@ def test_zero_patches_is_identity():
     (lambda x: A.copy_paste(jax.random.key(0), x, area_ratio=1.5), ValueError, "area_ratio"),
     (lambda x: A.cutout(jax.random.key(0), x, fill="blue"), ValueError, "fill"),
     (lambda x: A.random_erasing(jax.random.key(0), x, probability=2), ValueError, "probability"),
+    (lambda x: A.cut_paste(jax.random.key(0), x, in_place=1), TypeError, "in_place"),
     (lambda x: A.confetti(jax.random.key(0), x, size=(0.1, 1.5)), ValueError, "size"),
     (lambda x: A.color_jitter(jax.random.key(0), x, brightness=-1), ValueError, "brightness"),
     (lambda x: A.cut_paste(jax.random.key(0), x[0]), ValueError, "rank 4"),
