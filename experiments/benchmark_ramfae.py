@@ -21,8 +21,11 @@ in the timed step).
 Usage (``--lock`` takes the shared lock for the timed steps only; compilation runs before):
   .venv/bin/python experiments/benchmark_ramfae.py --lock=/tmp/jaxad-bench.lock \
       --image_size=64 --batch_size=16 --base_features=32 --max_features=256 --steps=6 --warmup=1
-  # optional, process-wide XLA:CPU setting (see BUILD_NOTES.md, RAMFAE performance):
-  #   --xla_flags=--xla_cpu_experimental_ynn_fusion_type=individual_dot
+  # compare jaxad's per-jit step options (default) with XLA's defaults in one run:
+  #   --compiler_options='default;none'
+  # one core each (load-robust): prefix with `taskset -c 1` and add --threads=1
+  # both frameworks with glibc's huge-page malloc (process-wide, re-executes the script):
+  #   --glibc_hugetlb
 """
 
 from __future__ import annotations
