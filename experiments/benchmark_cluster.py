@@ -8,8 +8,9 @@ and ``warm`` (second call, same shapes). Prints a Markdown table.
 Example (one task and size per invocation, each under the shared benchmark lock):
   flock /tmp/jaxad-bench.lock .venv/bin/python experiments/benchmark_cluster.py \
       --task=knn --n=20000 --d=512
-Tasks: kmeans (k=--k_kmeans, vs sklearn KMeans n_init=1), gmm (k=--k_gmm, diag, vs sklearn
-GaussianMixture), greedy (m = --ratio * n, vs an anomalib-style torch loop and a NumPy loop),
+Tasks: kmeans (k=--k_kmeans, vs sklearn KMeans n_init=1), gmm (k=--k_gmm, --covariance, vs sklearn
+GaussianMixture; --gmm_max_iter/--gmm_tol/--gmm_init=shared/--fit_seeds for equal-start and
+fixed-iteration comparisons), greedy (m = --ratio * n, vs an anomalib-style torch loop and a NumPy loop),
 knn (--queries queries, k=--k_knn, vs faiss IndexFlatL2 and blocked torch.cdist + topk).
 """
 
@@ -47,6 +48,21 @@ flags.DEFINE_enum("data", "mix", ["mix", "gauss", "npy"], "mix: 64 anisotropic b
 flags.DEFINE_string("npy", "/tmp/jaxad_bottle_feats.npy", "Feature file for --data=npy / --task=features.")
 flags.DEFINE_string("mvtec_dir", "../shared/data/mvtec_ad", "MVTec AD root for --task=features.")
 flags.DEFINE_integer("repeats", 1, "Timed runs per implementation (the minimum is reported).")
+flags.DEFINE_integer("gmm_max_iter", 100, "GMM: maximum EM iterations (both libraries).")
+flags.DEFINE_float("gmm_tol", 1e-3, "GMM: tolerance on the change of the mean log-likelihood (both "
+                   "libraries); 0 runs exactly --gmm_max_iter iterations.")
+flags.DEFINE_enum("gmm_init", "kmeans", ["kmeans", "shared", "shared_diag"],
+                  "GMM start. kmeans: each library's own k-means init (random_state / key = fit "
+                  "seed). shared: both start from the same parameters (scikit-learn via means_init/"
+                  "weights_init/precisions_init, jaxad via init=): weights, means and covariances "
+                  "(+ reg_covar) of the clusters of one jaxad k-means run (key = fit seed), "
+                  "computed in float64 NumPy before the timer; shared_diag: the same but the "
+                  "covariances are diagonal (cheap for --covariance=full at high D).")
+flags.DEFINE_float("reg_covar", 1e-6, "GMM: added to the covariance diagonals (both libraries; "
+                   "raise it, e.g. 1e-3, for --covariance=full at high D: the clipped mixture data "
+                   "has singular cluster covariances).")
+flags.DEFINE_list("fit_seeds", ["0"], "GMM: fit seeds (k-means key / random_state); quality is "
+                  "reported as mean [min, max] over seeds, time as the mean per fit.")
 
 _LOAD0 = (0.0, 0.0, 0.0)
 IMPLS = {
@@ -152,8 +168,7 @@ def run_child() -> None:
     if task == "kmeans":
       fn = lambda: jax.block_until_ready(jc.kmeans(key, x, FLAGS.k_kmeans, verbose=False))
     elif task == "gmm":
-      fn = lambda: jax.block_until_ready(jc.gmm_em(key, x, FLAGS.k_gmm, covariance=FLAGS.covariance,
-                                                   verbose=False))
+      return _gmm_child(x, impl, base)
     elif task == "greedy":
       m = int(FLAGS.ratio * FLAGS.n)
       fn = lambda: jax.block_until_ready(jc.greedy_coreset(key, x, m,
@@ -178,10 +193,7 @@ def run_child() -> None:
                                               algorithm="lloyd").fit(x))
       out.update(quality=float(r.inertia_), n_iter=int(r.n_iter_))
     else:
-      from sklearn.mixture import GaussianMixture
-      r, out["time_s"] = timed(lambda: GaussianMixture(FLAGS.k_gmm, covariance_type=FLAGS.covariance,
-                                                       random_state=0).fit(x))
-      out.update(quality=float(r.score(x)), n_iter=int(r.n_iter_))
+      return _gmm_child(x, impl, base)
   elif impl in ("torch_loop", "numpy_loop"):
     import jax
     from jaxad.cluster.coreset import project
@@ -251,6 +263,86 @@ def run_child() -> None:
   print("RESULT " + json.dumps(out))
 
 
+def _shared_gmm_init(x, seed: int, diag_only: bool):
+  """Float64 weights, means, covariances (+ --reg_covar) of the clusters of one jaxad k-means run."""
+  import jax
+  import numpy as np
+  import jaxad.cluster as jc
+  k = FLAGS.k_gmm
+  lab = np.asarray(jc.kmeans(jax.random.key(seed), x, k, verbose=False).assignments)
+  full = FLAGS.covariance == "full" and not diag_only
+  weights, means, covs = np.zeros(k), np.zeros((k, x.shape[1])), []
+  for j in range(k):
+    xj = np.asarray(x[lab == j], np.float64)
+    weights[j], means[j] = len(xj) / len(x), xj.mean(0)
+    diff = xj - means[j]
+    covs.append(diff.T @ diff / len(xj) + FLAGS.reg_covar * np.eye(x.shape[1]) if full
+                else (diff * diff).mean(0) + FLAGS.reg_covar)
+  covs = np.stack(covs)
+  if FLAGS.covariance == "full" and diag_only:
+    covs = np.stack([np.diag(c) for c in covs])
+  return weights, means, covs
+
+
+def _gmm_child(x, impl: str, base: int) -> None:
+  """GMM child: one fit per --fit_seeds entry; prints a RESULT line."""
+  import numpy as np
+  seeds = [int(s) for s in FLAGS.fit_seeds]
+  inits = {s: None for s in seeds}
+  if FLAGS.gmm_init != "kmeans":   # computed once by the parent (no jax threads in this process)
+    for s in seeds:
+      z = np.load(os.path.join(os.path.dirname(FLAGS.out), f"gmm_init_{s}.npz"))
+      inits[s] = (z["weights"], z["means"], z["covs"])
+  base = _mem_kib("VmRSS")
+  full = FLAGS.covariance == "full"
+  out: dict = {}
+  if impl == "jaxad":
+    import jax
+    import jaxad.cluster as jc
+
+    def fit(s):
+      init = None if inits[s] is None else jc.GMMParams(inits[s][1], inits[s][2], inits[s][0])
+      return jax.block_until_ready(jc.gmm_em(jax.random.key(s), x, FLAGS.k_gmm,
+                                             covariance=FLAGS.covariance, max_iter=FLAGS.gmm_max_iter,
+                                             tol=FLAGS.gmm_tol, reg_covar=FLAGS.reg_covar, init=init,
+                                             verbose=False))
+    t0 = time.perf_counter()
+    fit(seeds[0])
+    out["cold_s"] = time.perf_counter() - t0
+    lls, iters, times = [], [], []
+    for s in seeds:
+      t0 = time.perf_counter()
+      r = fit(s)
+      times.append(time.perf_counter() - t0)
+      lls.append(float(r.log_likelihood))
+      iters.append(int(r.n_iter))
+  else:
+    import warnings
+    from sklearn.mixture import GaussianMixture
+    lls, iters, times = [], [], []
+    for s in seeds:
+      kw = {}
+      if inits[s] is not None:
+        w, mu, cov = inits[s]
+        prec = np.linalg.inv(cov) if full else 1.0 / cov
+        # float32 like x: float64 inits would make scikit-learn run its EM in float64 (~10x slower).
+        kw = dict(weights_init=w.astype(x.dtype), means_init=mu.astype(x.dtype),
+                  precisions_init=prec.astype(x.dtype))
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning with --gmm_tol=0
+        t0 = time.perf_counter()
+        r = GaussianMixture(FLAGS.k_gmm, covariance_type=FLAGS.covariance, random_state=s,
+                            max_iter=FLAGS.gmm_max_iter, tol=FLAGS.gmm_tol,
+                            reg_covar=FLAGS.reg_covar, **kw).fit(x)
+        times.append(time.perf_counter() - t0)
+      lls.append(float(r.score(x)))
+      iters.append(int(r.n_iter_))
+  out.update(time_s=float(np.mean(times)), quality=float(np.mean(lls)), quality_min=min(lls),
+             quality_max=max(lls), n_iter=iters, per_iter_s=float(np.mean(times) / np.mean(iters)),
+             lls=lls, peak_extra_mib=(_mem_kib("VmHWM") - base) / 1024)
+  print("RESULT " + json.dumps(out))
+
+
 def main(argv) -> None:
   del argv
   if FLAGS.impl:
@@ -265,6 +357,12 @@ def main(argv) -> None:
   impls = FLAGS.impls or IMPLS[FLAGS.task]
   results = {}
   tmp = tempfile.mkdtemp(prefix="bench_cluster_")
+  if FLAGS.task == "gmm" and FLAGS.gmm_init != "kmeans":
+    x = load_data(FLAGS.n, FLAGS.d, FLAGS.seed)
+    for s in FLAGS.fit_seeds:
+      w, mu, cov = _shared_gmm_init(x, int(s), FLAGS.gmm_init == "shared_diag")
+      np.savez(os.path.join(tmp, f"gmm_init_{int(s)}.npz"), weights=w, means=mu, covs=cov)
+    del x
   for impl in impls:
     path = os.path.join(tmp, impl + ".npz")
     args = [a for a in sys.argv[1:] if not a.startswith(("--impls", "--impl=", "--out"))]
@@ -288,7 +386,9 @@ def _print_table(results: dict) -> None:
   import numpy as np
   task = FLAGS.task
   size = f"{FLAGS.n}x{FLAGS.d} {FLAGS.data}"
-  extra = {"kmeans": f"k={FLAGS.k_kmeans}", "gmm": f"k={FLAGS.k_gmm} {FLAGS.covariance}",
+  extra = {"kmeans": f"k={FLAGS.k_kmeans}",
+           "gmm": (f"k={FLAGS.k_gmm} {FLAGS.covariance} max_iter={FLAGS.gmm_max_iter} "
+                   f"tol={FLAGS.gmm_tol:g} reg_covar={FLAGS.reg_covar:g}"),
            "greedy": f"m={int(FLAGS.ratio * FLAGS.n)} P={FLAGS.projection_dim}",
            "knn": f"Q={FLAGS.queries} k={FLAGS.k_knn}"}[task]
   load = os.getloadavg()
@@ -298,9 +398,12 @@ def _print_table(results: dict) -> None:
   print("|---|---|---|---|---|---|---|")
   ref_impl = {"knn": "faiss" if "faiss" in results else "torch_cdist", "greedy": "numpy_loop"}.get(task)
   for impl, r in results.items():
-    if task in ("kmeans", "gmm"):
-      name = "inertia" if task == "kmeans" else "mean log-lik"
-      q = f"{name} {r['quality']:.6g} ({r['n_iter']} it)"
+    if task == "kmeans":
+      q = f"inertia {r['quality']:.6g} ({r['n_iter']} it)"
+    elif task == "gmm":
+      q = (f"mean log-lik {r['quality']:.6g} [min {r['quality_min']:.6g}, max {r['quality_max']:.6g}]"
+           f" over seeds {','.join(FLAGS.fit_seeds)}; EM it {r['n_iter']}; "
+           f"{r['per_iter_s']:.2f} s per EM it (fit time / it); init {FLAGS.gmm_init}")
     elif task == "greedy":
       q = ""
       for ref in (ref_impl, "jaxad_plain"):

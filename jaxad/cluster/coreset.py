@@ -185,44 +185,53 @@ def _greedy_plain(p: jax.Array, start: jax.Array, m: int) -> jax.Array:
   return sel
 
 
-def _leaf_order(key: jax.Array, p: jax.Array, leaf_size: int) -> tuple[jax.Array, int, int]:
+def _leaf_order(key: jax.Array, p: jax.Array, leaf_size: int, tree_dims: int | None = None,
+                power_iters: int = 3) -> tuple[jax.Array, int, int]:
   """Balanced principal-direction tree: a permutation of the rows grouping nearby points in leaves.
 
-  ``L = ceil(log2(N / leaf_size))`` levels (one ``lax.fori_loop`` step each, fixed shapes); each
-  splits every node at the median of its points' projection on the node's top principal
-  direction (3 power iterations). Only the efficiency of the pruning depends on this grouping,
-  never the result.
+  ``L = ceil(log2(N / leaf_size))`` levels (one ``lax.fori_loop`` step each, fixed shapes) on ``p``,
+  or on its first ``tree_dims`` coordinates (``p`` is already a random projection, so these are a
+  smaller random projection: cheaper levels, somewhat looser leaves). The rows in the current
+  order form ``nb`` contiguous leaf-sized chunks; a node at level ``l`` is a run of
+  ``nb / 2^l`` chunks, so per-node sums are chunk sums (a reshape) followed by a ``[nb]``-row
+  segment sum. Each node is sorted along its top principal direction (``power_iters`` power
+  iterations) and its two halves become the children. Only the efficiency of the pruning depends
+  on this grouping, never the result.
 
   Returns:
     ``(order [nb * seg] int32, nb, seg)``: rows ``order[j*seg:(j+1)*seg]`` form leaf ``j``;
     entries ``>= N`` are padding.
   """
-  n, dp = p.shape
+  n = p.shape[0]
   levels = max(0, math.ceil(math.log2(max(n / leaf_size, 1.0))))
   nb = 2 ** levels
   seg = -(-n // nb)
   n_pad = nb * seg
-  pp = C.pad_rows(p, n_pad)
-  valid = jnp.arange(n_pad) < n
-  pos = jnp.arange(n_pad, dtype=jnp.int32)
+  q0 = C.pad_rows(p if tree_dims is None else p[:, :tree_dims], n_pad)
+  dq = q0.shape[1]
+  chunk = jnp.arange(nb, dtype=jnp.int32)
+  row_node = jnp.arange(n_pad, dtype=jnp.int32) // seg             # chunk of each row
 
-  def level(lvl, order):
-    node = pos // (n_pad >> lvl)                      # nodes are contiguous, equal-sized runs
-    q = pp[order]
-    w = valid[order].astype(jnp.float32)
+  def level(lvl, carry):
+    order, q = carry
+    node = chunk >> (levels - lvl)                                 # node of each chunk
     seg_sum = functools.partial(jax.ops.segment_sum, segment_ids=node, num_segments=nb,
                                 indices_are_sorted=True)
-    mu = seg_sum(q * w[:, None]) / jnp.maximum(seg_sum(w), 1.0)[:, None]
-    qc = (q - mu[node]) * w[:, None]
-    v = jax.random.normal(jax.random.fold_in(key, lvl), (nb, dp), jnp.float32)
-    for _ in range(3):
-      t = jnp.sum(qc * v[node], axis=1)
-      v = seg_sum(qc * t[:, None])
+    q3 = q.reshape(nb, seg, dq)
+    w = (order < n).reshape(nb, seg).astype(jnp.float32)
+    mu = seg_sum(jnp.einsum("js,jsd->jd", w, q3)) / jnp.maximum(seg_sum(w.sum(1)), 1.0)[:, None]
+    qc = (q3 - mu[node][:, None]) * w[..., None]
+    v = jax.random.normal(jax.random.fold_in(key, lvl), (nb, dq), jnp.float32)
+    for _ in range(power_iters):
+      t = jnp.einsum("jsd,jd->js", qc, v[node])
+      v = seg_sum(jnp.einsum("jsd,js->jd", qc, t))
       v = v / jnp.maximum(jnp.linalg.norm(v, axis=1, keepdims=True), 1e-30)
-    proj = jnp.where(w > 0, jnp.sum(qc * v[node], axis=1), jnp.inf)
-    return jax.lax.sort((node, proj, order), num_keys=2)[2]
+    proj = jnp.where(w > 0, jnp.einsum("jsd,jd->js", qc, v[node]), jnp.inf).reshape(-1)
+    perm = jax.lax.sort((node[row_node], proj, jnp.arange(n_pad, dtype=jnp.int32)),
+                        num_keys=2)[2]
+    return order[perm], q[perm]
 
-  order = jax.lax.fori_loop(0, levels, level, pos)
+  order, _ = jax.lax.fori_loop(0, levels, level, (jnp.arange(n_pad, dtype=jnp.int32), q0))
   return order, nb, seg
 
 
@@ -235,8 +244,17 @@ def _margins(dp: int) -> tuple[float, float]:
   return 5.0 * (dp + 2) * u / 2, 2.5 * (2 * dp + 4) * u
 
 
+def _compact(mask: jax.Array, size: int) -> jax.Array:
+  """``jnp.nonzero(mask, size=size, fill_value=len(mask))[0]`` with one cumsum and one scatter."""
+  n = mask.shape[0]
+  idx = jnp.arange(n, dtype=jnp.int32)
+  dest = jnp.where(mask, jnp.cumsum(mask.astype(jnp.int32)) - 1, size + idx)  # all distinct
+  return jnp.full((size,), n, jnp.int32).at[dest].set(idx, mode="drop", unique_indices=True)
+
+
 def _greedy_pruned(key: jax.Array, p: jax.Array, start: jax.Array, m: int, leaf_size: int,
-                   leaf_budget: int = 4, row_budgets: tuple[int, ...] = (256, 64, 16),
+                   leaf_budgets: tuple[int, ...] = (8, 4),
+                   row_budgets: tuple[int, ...] = (256, 64, 16), centre_chunk: int = 512,
                    ) -> tuple[jax.Array, jax.Array]:
   """Exact k-center greedy with triangle-inequality pruning (same selection as _greedy_plain).
 
@@ -251,13 +269,17 @@ def _greedy_pruned(key: jax.Array, p: jax.Array, start: jax.Array, m: int, leaf_
 
   When a bound, squared, is >= ``d_i`` (after float32 error margins), the computed distance cannot
   lower ``d_i`` and the point is skipped. Per step: (1) the leaves with ``(||c - b_j|| - r_j)^2 <
-  D_j`` are gathered (``jnp.nonzero(size=nb / leaf_budget)``; more: full update); (2) in those, the
-  points failing both bounds are compacted to the smallest static row budget ``n_pad / f`` (``f`` in
-  ``row_budgets``, ``lax.switch``; more rows: full update); (3) only those rows are read and
-  updated. Distances to the leaf anchors and to the selected centres use the matrix-vector
-  expansion minus its float32 error bound (a lower bound). The next centre
-  is the argmax over the ``D_j``, ties broken by the smallest original index, i.e. exactly
-  ``jnp.argmax`` on the original order.
+  D_j`` are compacted (:func:`_compact`, a static-size ``nonzero``) to the smallest static leaf
+  budget ``nb / f``, ``f`` in ``leaf_budgets`` (``lax.switch``; more: full update); (2) in
+  those, the points failing the anchor bound are counted; only if there are more of them than
+  centres selected so far are the distances from ``c`` to the selected centres computed (chunks
+  of ``centre_chunk`` rows, only up to the current step) and the previous-centre bound applied;
+  (3) the remaining points are compacted to the smallest static row budget ``n_pad / f`` (``f`` in
+  ``row_budgets``, ``lax.switch``; more rows: full update) and only those rows are read and
+  updated. Distances to the leaf anchors and to the
+  selected centres use the matrix-vector expansion minus its float32 error bound (a lower bound).
+  The next centre is the argmax over the ``D_j``, ties broken by the smallest original index, i.e.
+  exactly ``jnp.argmax`` on the original order.
 
   Returns:
     ``(selected [m] int32 original indices, rows_updated [m] int32 per step, of N)``.
@@ -265,8 +287,7 @@ def _greedy_pruned(key: jax.Array, p: jax.Array, start: jax.Array, m: int, leaf_
   n, dp = p.shape
   order, nb, seg = _leaf_order(key, p, leaf_size)
   n_pad = nb * seg
-  b1 = max(1, nb // leaf_budget)
-  b2s = sorted({max(1, min(b1 * seg, n_pad // f)) for f in row_budgets})
+  b1s = sorted({max(1, nb // f) for f in leaf_budgets})
   tol_norm, tol_sq = _margins(dp)
   big = jnp.int32(2 ** 31 - 1)
   pf = C.pad_rows(p, n_pad)[order]                              # [n_pad, P] leaf order
@@ -284,6 +305,8 @@ def _greedy_pruned(key: jax.Array, p: jax.Array, start: jax.Array, m: int, leaf_
   err3 = errf.reshape(nb, seg)
   errmax = jnp.max(err3, axis=1)
   inv = jnp.zeros((n_pad,), jnp.int32).at[order].set(jnp.arange(n_pad, dtype=jnp.int32))
+  ch = min(centre_chunk, m)
+  m_pad = -(-m // ch) * ch
 
   def leaf_max(md, orig):
     mx = jnp.max(md, axis=-1)
@@ -310,41 +333,59 @@ def _greedy_pruned(key: jax.Array, p: jax.Array, start: jax.Array, m: int, leaf_
       mx, first = leaf_max(md.reshape(nb, seg), orig3)
       return md, a, mx, first, jnp.int32(n)
 
-    def pruned(_):
-      l1 = jnp.nonzero(cand, size=b1, fill_value=nb)[0]            # index nb: padding slot
-      l1c = jnp.minimum(l1, nb - 1)
-      md1 = mdf.reshape(nb, seg)[l1c]
-      e1 = err3[l1c]
-      lb = jnp.maximum(lb_anchor[l1c][:, None] - r3[l1c],
-                       lb_centre[af.reshape(nb, seg)[l1c]] - jnp.sqrt(md1 + e1))
-      lb = jnp.maximum(lb, 0.0)
-      act = (lb * lb < md1 + e1) & (l1 < nb)[:, None]               # [b1, seg]
-      n_act = jnp.sum(act)
+    def centre_bound(_):
+      """Lower bounds of ||c - s_a|| for the selected centres a < i (chunks up to i)."""
+      def chunk(j, buf):
+        cc = jax.lax.dynamic_slice_in_dim(cents, j * ch, ch)
+        cq = jax.lax.dynamic_slice_in_dim(cents_sq, j * ch, ch)
+        return jax.lax.dynamic_update_slice_in_dim(buf, lower_dist(cc, cq, c, c_sq), j * ch, 0)
+      return jax.lax.fori_loop(0, (i + ch - 1) // ch, chunk,
+                               jnp.zeros((m_pad,), jnp.float32)) * (1.0 - tol_norm)
 
-      def rows(b2):
-        def fn(_):
-          flat = jnp.nonzero(act.reshape(-1), size=b2, fill_value=b1 * seg)[0]
-          pos = l1c[jnp.minimum(flat // seg, b1 - 1)] * seg + flat % seg
-          pos = jnp.where(flat < b1 * seg, pos, n_pad)               # n_pad: dropped on scatter
-          posc = jnp.minimum(pos, n_pad - 1)
-          d = dist(pf[posc], psqf[posc])
-          old = mdf[posc]
-          better = d < old
-          md = mdf.at[pos].set(jnp.where(better, d, old), mode="drop")
-          a = af.at[pos].set(jnp.where(better, i - 1, af[posc]), mode="drop")
-          mx, first = leaf_max(md.reshape(nb, seg)[l1c], orig3[l1c])
-          return (md, a, dmax.at[l1].set(mx, mode="drop"), dfirst.at[l1].set(first, mode="drop"),
-                  n_act.astype(jnp.int32))
-        return fn
+    def pruned(b1):
+      def fn(_):
+        l1 = _compact(cand, b1)                                      # index nb: padding slot
+        l1c = jnp.minimum(l1, nb - 1)
+        md1 = mdf.reshape(nb, seg)[l1c]
+        lim = md1 + err3[l1c]
+        lba = jnp.maximum(lb_anchor[l1c][:, None] - r3[l1c], 0.0)
+        act = (lba * lba < lim) & (l1 < nb)[:, None]                 # [b1, seg]
 
-      branch = jnp.sum(n_act > jnp.asarray(b2s, jnp.int32))
-      return jax.lax.switch(branch, [rows(b) for b in b2s] + [full], None)
+        def with_centre(act):
+          lbc = centre_bound(None)[af.reshape(nb, seg)[l1c]] - jnp.sqrt(lim)
+          lbc = jnp.maximum(lbc, 0.0)
+          return act & (lbc * lbc < lim)
+
+        act = jax.lax.cond(jnp.sum(act) > i, with_centre, lambda a: a, act)
+        n_act = jnp.sum(act)
+
+        def rows(b2):
+          def fn2(_):
+            flat = _compact(act.reshape(-1), b2)
+            pos = l1c[jnp.minimum(flat // seg, b1 - 1)] * seg + flat % seg
+            pos = jnp.where(flat < b1 * seg, pos, n_pad)               # n_pad: dropped on scatter
+            posc = jnp.minimum(pos, n_pad - 1)
+            d = dist(pf[posc], psqf[posc])
+            old = mdf[posc]
+            better = d < old
+            md = mdf.at[pos].set(jnp.where(better, d, old), mode="drop")
+            a = af.at[pos].set(jnp.where(better, i - 1, af[posc]), mode="drop")
+            mx, first = leaf_max(md.reshape(nb, seg)[l1c], orig3[l1c])
+            return (md, a, dmax.at[l1].set(mx, mode="drop"),
+                    dfirst.at[l1].set(first, mode="drop"), n_act.astype(jnp.int32))
+          return fn2
+
+        b2s = sorted({max(1, min(b1 * seg, n_pad // f)) for f in row_budgets})
+        branch = jnp.sum(n_act > jnp.asarray(b2s, jnp.int32))
+        return jax.lax.switch(branch, [rows(b) for b in b2s] + [full], None)
+      return fn
 
     lb_anchor = lower_dist(anchor, anchor_sq, c, c_sq) * (1.0 - tol_norm)
-    lb_centre = lower_dist(cents, cents_sq, c, c_sq) * (1.0 - tol_norm)  # rows >= i unused
     lb_leaf = jnp.maximum(lb_anchor - rmax, 0.0)
     cand = lb_leaf * lb_leaf < dmax + errmax                       # padding leaves: -inf
-    mdf, af, dmax, dfirst, n_rows = jax.lax.cond(jnp.sum(cand) > b1, full, pruned, None)
+    branch = jnp.sum(jnp.sum(cand) > jnp.asarray(b1s, jnp.int32))
+    mdf, af, dmax, dfirst, n_rows = jax.lax.switch(branch, [pruned(b) for b in b1s] + [full],
+                                                   None)
     counts = counts.at[i].set(n_rows)
     top = jnp.max(dmax)
     nxt = jnp.min(jnp.where(dmax == top, dfirst, big))        # original index
@@ -354,8 +395,8 @@ def _greedy_pruned(key: jax.Array, p: jax.Array, start: jax.Array, m: int, leaf_
 
   mdf = jnp.where(order < n, jnp.inf, -jnp.inf)
   dmax, dfirst = leaf_max(mdf.reshape(nb, seg), orig3)
-  cents = jnp.zeros((m, dp), jnp.float32).at[0].set(pf[inv[start]])
-  cents_sq = jnp.zeros((m,), jnp.float32).at[0].set(psqf[inv[start]])
+  cents = jnp.zeros((m_pad, dp), jnp.float32).at[0].set(pf[inv[start]])
+  cents_sq = jnp.zeros((m_pad,), jnp.float32).at[0].set(psqf[inv[start]])
   sel = jnp.zeros((m,), jnp.int32).at[0].set(start)
   counts = jnp.zeros((m,), jnp.int32).at[0].set(n)
   carry = (mdf, jnp.zeros((n_pad,), jnp.int32), dmax, dfirst, cents, cents_sq, sel, inv[start],
@@ -404,8 +445,8 @@ def greedy_coreset(key: jax.Array, x: Any, m: int, *, projection_dim: int | None
     prune: skip points that provably cannot change in a step (triangle inequality against tree-leaf
       anchors and against each point's nearest selected centre, with float32 error margins). Same
       selection as ``prune=False`` (one full ``[N, P]`` pass per step) up to float32 near-ties;
-      faster on clustered data such as CNN patch features (2.2x at 100k x 128 -> 10k on MVTec
-      bottle MobileNetV2 features), no gain when nothing can be pruned (i.i.d. Gaussian data),
+      faster on clustered data such as CNN patch features (5.2x vs ``prune=False``, 3.6x vs a
+      NumPy gemv loop at 100k x 128 -> 10k on MVTec bottle MobileNetV2 features), no gain when nothing can be pruned (i.i.d. Gaussian data),
       and more compilation. Memory: a second ``[N, P]`` copy in leaf order plus ``O(N + m P)``.
     verbose: log one line with the wall time.
 

@@ -193,16 +193,20 @@ def _e_step(xb, wb, params):
                                              "kmeans_iter"))
 def gmm_em_core(key: jax.Array, x: jax.Array, w: jax.Array, reg_covar: float, tol: float, *,
                 k: int, full: bool, max_iter: int, block: int, n_valid: int,
-                kmeans_iter: int = 100) -> GMMResult:
+                kmeans_iter: int = 100, init: GMMParams | None = None) -> GMMResult:
   """Jitted weighted EM on padded data (no validation; for use inside other jitted code).
 
   Args:
-    key: PRNG key (k-means initialisation).
+    key: PRNG key (k-means initialisation; unused when ``init`` is given).
     x: ``[N_pad, D]`` float32, ``N_pad % block == 0``, rows ``>= n_valid`` are padding.
     w: ``[N_pad]`` weights >= 0 (0 for padding).
     reg_covar: non-negative value added to the covariance diagonals.
     tol: convergence threshold on the change of the weighted mean log-likelihood.
     k, full, max_iter, block, n_valid, kmeans_iter: static.
+    init: optional starting :class:`GMMParams` (means ``[k, D]``, covariances ``[k, D]`` or
+      ``[k, D, D]`` used as given, weights ``[k]`` summing to 1): the first E-step uses them
+      directly (scikit-learn's ``means_init``/``weights_init``/``precisions_init``); default: the
+      M-step of one k-means run's hard assignments.
 
   Returns:
     :class:`GMMResult`.
@@ -211,10 +215,13 @@ def gmm_em_core(key: jax.Array, x: jax.Array, w: jax.Array, reg_covar: float, to
   nb = n_pad // block
   xb = x.reshape(nb, block, d)
   wb = w.reshape(nb, block)
-  km = kmeans_core(key, x, w, 1e-4, k=k, max_iter=kmeans_iter, block=block,
-                       n_local_trials=2 + int(math.log(k)), n_valid=n_valid)
-  resp0 = jax.nn.one_hot(km.assignments, k, dtype=jnp.float32).reshape(nb, block, k)
-  params0 = _m_step(xb, wb, resp0, reg_covar, full)
+  if init is None:
+    km = kmeans_core(key, x, w, 1e-4, k=k, max_iter=kmeans_iter, block=block,
+                     n_local_trials=2 + int(math.log(k)), n_valid=n_valid)
+    resp0 = jax.nn.one_hot(km.assignments, k, dtype=jnp.float32).reshape(nb, block, k)
+    params0 = _m_step(xb, wb, resp0, reg_covar, full)
+  else:
+    params0 = GMMParams(*(jnp.asarray(a, jnp.float32) for a in init))
 
   def cond(carry):
     _, _, it, conv = carry
@@ -233,9 +240,31 @@ def gmm_em_core(key: jax.Array, x: jax.Array, w: jax.Array, reg_covar: float, to
   return GMMResult(params, ll, n_iter, conv)
 
 
+def _validate_init(init: Any, k: int, d: int, full: bool) -> GMMParams:
+  """Checks a starting :class:`GMMParams` for ``k`` components in ``d`` dims; normalises weights."""
+  try:
+    means, cov, wts = (jnp.asarray(a, jnp.float32) for a in init)
+  except (TypeError, ValueError):
+    raise TypeError("init must be a GMMParams(means, covariances, weights)") from None
+  cov_shape = (k, d, d) if full else (k, d)
+  for name, a, shape in (("means", means, (k, d)), ("covariances", cov, cov_shape),
+                         ("weights", wts, (k,))):
+    if a.shape != shape:
+      raise ValueError(f"init.{name} must have shape {list(shape)}, got {list(a.shape)}")
+    if not bool(jnp.all(jnp.isfinite(a))):
+      raise ValueError(f"init.{name} must be finite")
+  if not bool(jnp.all(wts > 0)):
+    raise ValueError("init.weights must be > 0")
+  diag = jnp.diagonal(cov, axis1=-2, axis2=-1) if full else cov
+  if not bool(jnp.all(diag > 0)):
+    raise ValueError("init.covariances must have a positive diagonal")
+  return GMMParams(means, cov, wts / jnp.sum(wts))
+
+
 def gmm_em(key: jax.Array, x: Any, k: int, *, weights: Any = None, covariance: str = "diag",
            reg_covar: float = 1e-6, max_iter: int = 100, tol: float = 1e-3,
-           block: int | None = None, verbose: bool = True) -> GMMResult:
+           block: int | None = None, init: GMMParams | None = None,
+           verbose: bool = True) -> GMMResult:
   """Fits a weighted Gaussian mixture by EM (k-means init, log-space E-step), jitted.
 
   Args:
@@ -249,13 +278,19 @@ def gmm_em(key: jax.Array, x: Any, k: int, *, weights: Any = None, covariance: s
     max_iter: maximum EM iterations (>= 1).
     tol: stop when the weighted mean log-likelihood changes by less than ``tol``.
     block: rows per block; default keeps a ``[block, k, D]`` temporary near 32 MiB.
+    init: optional starting :class:`GMMParams` instead of the k-means initialisation: means
+      ``[k, D]``, covariances ``[k, D]`` (diag) / ``[k, D, D]`` (full, symmetric positive
+      definite) used as given in the first E-step, weights ``[k]`` > 0 (normalised to sum 1).
+      Same role as scikit-learn's ``means_init``/``weights_init``/``precisions_init`` (pass
+      ``precisions_init = inv(covariances)``), so both libraries can start from one point.
     verbose: log one line with the wall time after the jitted loop.
 
   Returns:
     :class:`GMMResult` ``(params, log_likelihood, n_iter, converged)``.
 
   Raises:
-    ValueError/TypeError: bad shapes, NaN/inf, ``k > N``, unknown ``covariance``, bad weights.
+    ValueError/TypeError: bad shapes, NaN/inf, ``k > N``, unknown ``covariance``, bad weights,
+      bad ``init`` shapes or values.
 
   References:
     Dempster et al. 1977; Bishop 2006 Sec. 9.2; SMCC (IEEE TIM 2023) Eqs. (1)-(3).
@@ -276,11 +311,13 @@ def gmm_em(key: jax.Array, x: Any, k: int, *, weights: Any = None, covariance: s
     raise ValueError(f"k={k} is larger than the number of points with positive weight "
                      f"({int(jnp.sum(w > 0))})")
   full = covariance == "full"
+  if init is not None:
+    init = _validate_init(init, k, d, full)
   block = _default_gmm_block(n, k, d, full) if block is None else C.check_positive_int(block, "block")
   n_pad = C.round_up(n, block)
   t0 = time.perf_counter()
   res = gmm_em_core(key, C.pad_rows(xj, n_pad), C.pad_rows(w, n_pad), float(reg_covar), float(tol),
-                    k=k, full=full, max_iter=max_iter, block=block, n_valid=n)
+                    k=k, full=full, max_iter=max_iter, block=block, n_valid=n, init=init)
   if verbose:
     jax.block_until_ready(res)
     _progress.log("gmm_em(%s): N=%d D=%d k=%d, %d EM iterations, mean log-lik %.6g, %.2fs",

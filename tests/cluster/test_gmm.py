@@ -80,3 +80,41 @@ def test_errors(data):
   params = GMMParams(np.zeros((2, 8)), np.ones((2, 8)), np.full(2, 0.5))
   with pytest.raises(ValueError, match="same|match"):
     log_prob(params, data[:, :4])
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("covariance", ["diag", "full"])
+def test_em_from_same_init_follows_sklearn(data, covariance):
+  # Both libraries start from the same parameters (scikit-learn: means_init/weights_init/
+  # precisions_init) and run 5 EM iterations (tol=0): same EM map, so the iterates agree up to
+  # float32 vs float64 rounding; different k-means inits are then the only source of differences.
+  k, d = 5, data.shape[1]
+  rng = np.random.default_rng(3)
+  means = data[rng.choice(len(data), k, replace=False)].astype(np.float64)
+  var = data.var(0).astype(np.float64)
+  cov = np.tile(np.diag(var), (k, 1, 1)) if covariance == "full" else np.tile(var, (k, 1))
+  weights = np.full(k, 1.0 / k)
+  prec = np.linalg.inv(cov) if covariance == "full" else 1.0 / cov
+  ref = GaussianMixture(k, covariance_type=covariance, max_iter=5, tol=0.0, means_init=means,
+                        weights_init=weights, precisions_init=prec).fit(data)
+  assert ref.n_iter_ == 5
+  ours = gmm_em(jax.random.key(0), data, k, covariance=covariance, max_iter=5, tol=0.0,
+                init=GMMParams(means, cov, weights), verbose=False)
+  assert int(ours.n_iter) == 5
+  # Tolerance: float32 EM vs float64 EM over 5 iterations (values of order 10-30).
+  np.testing.assert_allclose(float(ours.log_likelihood), ref.score(data), rtol=1e-4)
+  np.testing.assert_allclose(np.asarray(ours.params.weights), ref.weights_, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(ours.params.means), ref.means_, atol=1e-3 * np.abs(data).max())
+  np.testing.assert_allclose(np.asarray(ours.params.covariances), ref.covariances_, rtol=1e-3,
+                             atol=1e-3 * var.max())
+
+
+def test_init_errors(data):
+  key = jax.random.key(0)
+  good = GMMParams(data[:3], np.ones((3, 8)), np.full(3, 1 / 3))
+  with pytest.raises(ValueError, match="init.means"):
+    gmm_em(key, data, 3, init=GMMParams(data[:2], good.covariances, good.weights))
+  with pytest.raises(ValueError, match="init.covariances"):
+    gmm_em(key, data, 3, covariance="full", init=good)
+  with pytest.raises(ValueError, match="init.weights"):
+    gmm_em(key, data, 3, init=GMMParams(good.means, good.covariances, np.zeros(3)))
