@@ -903,11 +903,7 @@ def cut_paste(key: Any, images: Array, *, area_ratio: float | tuple[float, float
     rotation: maximum absolute angle in degrees, in [0, 180]; 0 = off (default).
     jitter: colour jitter of the patch (number or 4-tuple, see ``color_jitter``);
       0 = off (CutPaste reference: 0.1).
-    in_place: formulate the paste so that XLA writes the augmented batch into the
-      input's buffer when the caller donates it (``jax.jit(fn, donate_argnums=1)``);
-      bitwise the same result. Faster with donation (64 x 256^2 cut_paste on CPU:
-      34 -> 15 ms), ~20 % slower without (source windows are copied first). Always
-      on when ``jitter`` is on.
+    in_place: write into a donated input buffer; see :func:`copy_paste`.
 
   Returns:
     (augmented float32 [B, H, W, C] in [0, 1], mask float32 [B, H, W] in {0, 1} = pasted region).
@@ -937,11 +933,7 @@ def delete_paste(key: Any, images: Array, *,
     aspect_ratio: (lo, hi) with 0 < lo <= hi (default (0.3, 3.3)).
     rotation: maximum absolute angle in degrees, in [0, 180]; 0 = off.
     jitter: colour jitter of the pasted patch; 0 = off.
-    in_place: formulate the paste so that XLA writes the augmented batch into the
-      input's buffer when the caller donates it (``jax.jit(fn, donate_argnums=1)``);
-      bitwise the same result. Faster with donation (64 x 256^2 cut_paste on CPU:
-      34 -> 15 ms), ~20 % slower without (source windows are copied first). Always
-      on when ``jitter`` is on.
+    in_place: write into a donated input buffer; see :func:`copy_paste`.
 
   Returns:
     (augmented float32 [B, H, W, C] in [0, 1], mask float32 [B, H, W] in {0, 1} =
