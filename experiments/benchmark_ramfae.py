@@ -39,16 +39,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this file may be loaded by path
+from torch_blocks import CBR, TorchASPP, TorchCoordAtt, copy_bn, copy_conv, copy_convt  # noqa: E402
+
 __all__ = ["TorchRAMFAE", "copy_flax_to_torch", "torch_loss"]
 
 
 # ----------------------------------------------------------------------------- model
-
-
-class CBR(nn.Sequential):
-  def __init__(self, cin: int, cout: int, k: int = 3, s: int = 1, p: int = 1, d: int = 1):
-    super().__init__(nn.Conv2d(cin, cout, k, s, p, dilation=d, bias=False), nn.BatchNorm2d(cout),
-                     nn.ReLU(inplace=True))
 
 
 class EncoderBlock(nn.Sequential):
@@ -72,42 +69,6 @@ class DecoderBlock(nn.Module):
     return u + y if self.residual else y
 
 
-class ASPP(nn.Module):
-  def __init__(self, cin: int, cout: int, rates=(5, 7, 9)):
-    super().__init__()
-    self.b0 = CBR(cin, cout, 1, 1, 0)
-    self.bd = nn.ModuleList([CBR(cin, cout, 3, 1, r, r) for r in rates])
-    self.pool = CBR(cin, cout, 1, 1, 0)
-    self.project = CBR(cout * (2 + len(rates)), cout, 1, 1, 0)
-
-  def forward(self, x):
-    outs = [self.b0(x)] + [b(x) for b in self.bd]
-    pooled = self.pool(F.adaptive_avg_pool2d(x, 1))
-    outs.append(pooled.expand(-1, -1, x.shape[2], x.shape[3]))
-    return self.project(torch.cat(outs, 1))
-
-
-class CoordAtt(nn.Module):
-  """Hou et al. 2021 (authors' code): pool along W and H, shared 1x1, two sigmoid gates."""
-
-  def __init__(self, c: int, reduction: int = 32):
-    super().__init__()
-    mip = max(8, c // reduction)
-    self.conv1 = nn.Conv2d(c, mip, 1)
-    self.bn1 = nn.BatchNorm2d(mip)
-    self.conv_h = nn.Conv2d(mip, c, 1)
-    self.conv_w = nn.Conv2d(mip, c, 1)
-
-  def forward(self, x):
-    h, w = x.shape[2], x.shape[3]
-    x_h = x.mean(3, keepdim=True)
-    x_w = x.mean(2, keepdim=True).permute(0, 1, 3, 2)
-    y = self.bn1(self.conv1(torch.cat([x_h, x_w], 2)))
-    y = y * F.relu6(y + 3) / 6
-    y_h, y_w = torch.split(y, [h, w], 2)
-    return x * self.conv_h(y_h).sigmoid() * self.conv_w(y_w.permute(0, 1, 3, 2)).sigmoid()
-
-
 class TorchRAMFAE(nn.Module):
   """RAMFAE (Table 1) in PyTorch; input/output NCHW in [0, 1] (Tanh output rescaled)."""
 
@@ -119,8 +80,8 @@ class TorchRAMFAE(nn.Module):
     self.enc1 = EncoderBlock(c[0], c[1], 4, 2)
     self.enc2 = EncoderBlock(c[1], c[2], 4, 2)
     self.enc3 = EncoderBlock(c[2], c[3], 4, 2)
-    self.aspp = ASPP(c[3], c[3], rates)
-    self.att = CoordAtt(c[3], reduction)
+    self.aspp = TorchASPP(c[3], c[3], rates)
+    self.att = TorchCoordAtt(c[3], reduction)
     self.dec0 = DecoderBlock(c[3], c[2])
     self.dec1 = DecoderBlock(c[2], c[1])
     self.dec2 = DecoderBlock(c[1], c[0])
@@ -134,51 +95,21 @@ class TorchRAMFAE(nn.Module):
     return (torch.tanh(self.out_conv(h)) + 1) * 0.5
 
 
-def _t(a) -> torch.Tensor:
-  return torch.from_numpy(np.array(a, dtype=np.float32))
-
-
-def _conv(m: nn.Conv2d, p) -> None:
-  m.weight.data = _t(np.asarray(p["kernel"]).transpose(3, 2, 0, 1))
-  if m.bias is not None:
-    m.bias.data = _t(p["bias"])
-
-
-def _bn(m: nn.BatchNorm2d, p, s) -> None:
-  m.weight.data, m.bias.data = _t(p["scale"]), _t(p["bias"])
-  m.running_mean.data, m.running_var.data = _t(s["mean"]), _t(s["var"])
-
-
-def _cbr(m: CBR, p, s) -> None:
-  _conv(m[0], p["conv"])
-  _bn(m[1], p["bn"], s["bn"])
-
-
 def copy_flax_to_torch(model: TorchRAMFAE, params, batch_stats) -> TorchRAMFAE:
   """Loads Flax ``RAMFAENet`` variables into :class:`TorchRAMFAE` (in place)."""
   for i in range(4):
     enc, p, s = getattr(model, f"enc{i}"), params[f"enc{i}"], batch_stats[f"enc{i}"]
-    _cbr(enc[0], p["cbr1"], s["cbr1"])
-    _cbr(enc[1], p["cbr2"], s["cbr2"])
-  p, s = params["mffe_aspp"], batch_stats["mffe_aspp"]
-  _cbr(model.aspp.b0, p["branch_1x1"], s["branch_1x1"])
-  for i, b in enumerate(model.aspp.bd):
-    _cbr(b, p[f"branch_d{i}"], s[f"branch_d{i}"])
-  _cbr(model.aspp.pool, p["branch_pool"], s["branch_pool"])
-  _cbr(model.aspp.project, p["project"], s["project"])
-  p, s = params["mffe_attention"], batch_stats["mffe_attention"]
-  _conv(model.att.conv1, p["conv1"])
-  _bn(model.att.bn1, p["bn1"], s["bn1"])
-  _conv(model.att.conv_h, p["conv_h"])
-  _conv(model.att.conv_w, p["conv_w"])
+    enc[0].load(p["cbr1"], s["cbr1"])
+    enc[1].load(p["cbr2"], s["cbr2"])
+  model.aspp.load(params["mffe_aspp"], batch_stats["mffe_aspp"])
+  model.att.load(params["mffe_attention"], batch_stats["mffe_attention"])
   for i in range(3):
     dec, p, s = getattr(model, f"dec{i}"), params[f"dec{i}"], batch_stats[f"dec{i}"]
-    dec.up.weight.data = _t(np.asarray(p["up"]["kernel"]).transpose(2, 3, 0, 1))
-    dec.up.bias.data = _t(p["up"]["bias"])
-    _bn(dec.up_bn, p["up_bn"], s["up_bn"])
-    _cbr(dec.cbr1, p["cbr1"], s["cbr1"])
-    _cbr(dec.cbr2, p["cbr2"], s["cbr2"])
-  _conv(model.out_conv, params["out_conv"])
+    copy_convt(dec.up, p["up"])
+    copy_bn(dec.up_bn, p["up_bn"], s["up_bn"])
+    dec.cbr1.load(p["cbr1"], s["cbr1"])
+    dec.cbr2.load(p["cbr2"], s["cbr2"])
+  copy_conv(model.out_conv, params["out_conv"])
   return model
 
 
