@@ -215,9 +215,8 @@ class _JaxStep:
     self.jax = jax
     self.batch = {"image": jax.device_put(images)}
     self.state = ramfae.init(jax.random.key(0), cfg, self.batch)
-    os.environ[xla_compile.ENV_VAR] = compiler_options  # read by step_options() below
     self.step = jax.jit(ramfae.train_step, donate_argnums=0,
-                        compiler_options=xla_compile.step_options())
+                        compiler_options=xla_compile.step_options(setting=compiler_options))
 
   def __call__(self, i: int) -> None:
     self.state, m = self.step(self.state, self.batch, self.jax.random.key(100 + i))

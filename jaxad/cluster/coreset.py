@@ -185,13 +185,12 @@ def _greedy_plain(p: jax.Array, start: jax.Array, m: int) -> jax.Array:
   return sel
 
 
-def _leaf_order(key: jax.Array, p: jax.Array, leaf_size: int, tree_dims: int | None = None,
+def _leaf_order(key: jax.Array, p: jax.Array, leaf_size: int,
                 power_iters: int = 3) -> tuple[jax.Array, int, int]:
   """Balanced principal-direction tree: a permutation of the rows grouping nearby points in leaves.
 
-  ``L = ceil(log2(N / leaf_size))`` levels (one ``lax.fori_loop`` step each, fixed shapes) on ``p``,
-  or on its first ``tree_dims`` coordinates (``p`` is already a random projection, so these are a
-  smaller random projection: cheaper levels, somewhat looser leaves). The rows in the current
+  ``L = ceil(log2(N / leaf_size))`` levels (one ``lax.fori_loop`` step each, fixed shapes) on
+  ``p``. The rows in the current
   order form ``nb`` contiguous leaf-sized chunks; a node at level ``l`` is a run of
   ``nb / 2^l`` chunks, so per-node sums are chunk sums (a reshape) followed by a ``[nb]``-row
   segment sum. Each node is sorted along its top principal direction (``power_iters`` power
@@ -207,7 +206,7 @@ def _leaf_order(key: jax.Array, p: jax.Array, leaf_size: int, tree_dims: int | N
   nb = 2 ** levels
   seg = -(-n // nb)
   n_pad = nb * seg
-  q0 = C.pad_rows(p if tree_dims is None else p[:, :tree_dims], n_pad)
+  q0 = C.pad_rows(p, n_pad)
   dq = q0.shape[1]
   chunk = jnp.arange(nb, dtype=jnp.int32)
   row_node = jnp.arange(n_pad, dtype=jnp.int32) // seg             # chunk of each row

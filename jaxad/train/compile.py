@@ -40,8 +40,8 @@ CPU_OPTIONS: dict[str, str] = {
 }
 
 
-def _requested() -> dict[str, str]:
-  raw = os.environ.get(ENV_VAR, "default").strip()
+def _requested(setting: str | None) -> dict[str, str]:
+  raw = (os.environ.get(ENV_VAR, "default") if setting is None else setting).strip()
   if raw in ("", "default"):
     return dict(CPU_OPTIONS)
   if raw == "none":
@@ -70,21 +70,23 @@ def _checked(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
   return opts
 
 
-def step_options(backend: str | None = None) -> dict[str, str] | None:
+def step_options(backend: str | None = None, setting: str | None = None) -> dict[str, str] | None:
   """XLA compiler options for a jitted jaxad step on ``backend``.
 
   Args:
     backend: ``"cpu"``, ``"gpu"``, ``"tpu"``...; ``None`` = ``jax.default_backend()``.
+    setting: ``"default"``, ``"none"`` or a JSON object, as ``JAXAD_XLA_CPU_OPTIONS`` takes
+      it; ``None`` = read that environment variable.
   Returns:
     The options (checked once per process to be accepted by this jaxlib), or ``None``
     when there are none (non-CPU backends, or ``JAXAD_XLA_CPU_OPTIONS=none``).
   Raises:
-    ValueError: malformed ``JAXAD_XLA_CPU_OPTIONS``.
+    ValueError: malformed ``setting`` / ``JAXAD_XLA_CPU_OPTIONS``.
     RuntimeError: this jaxlib rejects the options.
   """
   if (backend or jax.default_backend()) != "cpu":
     return None
-  opts = _requested()
+  opts = _requested(setting)
   return _checked(tuple(sorted(opts.items()))) if opts else None
 
 

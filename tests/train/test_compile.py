@@ -24,6 +24,9 @@ def test_default_none_and_json(monkeypatch):
   custom = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
   monkeypatch.setenv(xla_compile.ENV_VAR, json.dumps(custom))
   assert xla_compile.step_options("cpu") == custom
+  # an explicit setting wins over the environment
+  assert xla_compile.step_options("cpu", setting="none") is None
+  assert xla_compile.step_options("cpu", setting="default") == xla_compile.CPU_OPTIONS
 
 
 @pytest.mark.parametrize("raw", ["{not json", "[1, 2]", "fast"])
