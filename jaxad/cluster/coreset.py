@@ -164,13 +164,34 @@ def project(key: jax.Array, x: jax.Array, projection_dim: int | None) -> jax.Arr
   return jnp.matmul(x, mat, precision=_HI)
 
 
+# Float32 safety margins of the pruning test (see _greedy_lazy): relative error of a norm
+# computed from explicit differences, and of a squared distance from the ||a||^2 - 2ab + ||b||^2
+# expansion relative to ||a||^2 + ||b||^2 (analytic bounds ~4e-6 and ~1.6e-5 for P = 128; the
+# margins are 5x / 2.5x larger and scale with P).
+def _margins(dp: int) -> tuple[float, float]:
+  u = 2.0 ** -24
+  return 5.0 * (dp + 2) * u / 2, 2.5 * (2 * dp + 4) * u
+
+
+def _sq_dist(p_sq: jax.Array, dot: jax.Array, c_sq: jax.Array, tol_sq: float) -> jax.Array:
+  """Squared distances ``||p||^2 - 2 p.c + ||c||^2``, set to 0 within the expansion's error bound.
+
+  Distances below ``tol_sq (||p||^2 + ||c||^2)`` are float32 rounding noise of the expansion (e.g.
+  exact duplicates give tiny positive values that depend on the kernel); both greedy paths treat
+  them as exactly 0, so ties among coincident points go to the smallest index, as in float64.
+  """
+  d = p_sq - 2.0 * dot + c_sq
+  return jnp.where(d <= tol_sq * (p_sq + c_sq), 0.0, d)
+
+
 def _greedy_plain(p: jax.Array, start: jax.Array, m: int) -> jax.Array:
   """Plain k-center greedy on ``p [N, P]``: one full matrix-vector product per step."""
-  n = p.shape[0]
+  n, dp = p.shape
   p_sq = jnp.sum(p * p, axis=1)
+  tol_sq = _margins(dp)[1]
 
   def dist_to(i):
-    return jnp.maximum(p_sq - 2.0 * jnp.matmul(p, p[i], precision=_HI) + p_sq[i], 0.0)
+    return _sq_dist(p_sq, jnp.matmul(p, p[i], precision=_HI), p_sq[i], tol_sq)
 
   sel = jnp.zeros((m,), jnp.int32).at[0].set(start)
 
@@ -234,174 +255,135 @@ def _leaf_order(key: jax.Array, p: jax.Array, leaf_size: int,
   return order, nb, seg
 
 
-# Float32 safety margins of the pruning test (see _greedy_pruned): relative error of a norm
-# computed from explicit differences, and of a squared distance from the ||a||^2 - 2ab + ||b||^2
-# expansion relative to ||a||^2 + ||b||^2 (analytic bounds ~4e-6 and ~1.6e-5 for P = 128; the
-# margins are 5x / 2.5x larger and scale with P).
-def _margins(dp: int) -> tuple[float, float]:
-  u = 2.0 ** -24
-  return 5.0 * (dp + 2) * u / 2, 2.5 * (2 * dp + 4) * u
+def _append(buf: jax.Array, count: jax.Array, mask: jax.Array, values: jax.Array):
+  """Writes ``values[mask]`` to ``buf[count:]`` (one cumsum + one scatter); returns the new count."""
+  n_buf = buf.shape[0]
+  m32 = mask.astype(jnp.int32)
+  dest = jnp.where(mask, count + jnp.cumsum(m32) - 1, n_buf)          # n_buf: dropped
+  return buf.at[dest].set(values, mode="drop"), count + jnp.sum(m32)
 
 
-def _compact(mask: jax.Array, size: int) -> jax.Array:
-  """``jnp.nonzero(mask, size=size, fill_value=len(mask))[0]`` with one cumsum and one scatter."""
-  n = mask.shape[0]
-  idx = jnp.arange(n, dtype=jnp.int32)
-  dest = jnp.where(mask, jnp.cumsum(mask.astype(jnp.int32)) - 1, size + idx)  # all distinct
-  return jnp.full((size,), n, jnp.int32).at[dest].set(idx, mode="drop", unique_indices=True)
+def _greedy_lazy(key: jax.Array, p: jax.Array, start: jax.Array, m: int, leaf_size: int,
+                 scan_chunk: int = 128, gemm_width: int = 64) -> tuple[jax.Array, jax.Array]:
+  """Exact k-center greedy with lazily refreshed tree leaves (same selection as _greedy_plain).
 
+  Points live in the leaves of :func:`_leaf_order` (``nb`` leaves of ``seg`` rows). Each point
+  keeps its minimum squared distance ``d_i`` to the centres applied to its leaf so far; each leaf
+  keeps ``U_j = max_i d_i`` (with the smallest original index among the maxima), an anchor ``b_j``
+  (mean of its points) and radius ``r_j = max_i ||p_i - b_j||``. Adding centres only lowers the
+  ``d_i``, so a leaf's stored ``(U_j, -first_j)`` is a lexicographic upper bound of its current
+  value even when centres are still pending for it; a pending centre ``c`` can only change the
+  leaf if ``(||c - b_j|| - r_j)^2 < U_j`` (anchor bound, with float32 margins).
 
-def _greedy_pruned(key: jax.Array, p: jax.Array, start: jax.Array, m: int, leaf_size: int,
-                   leaf_budgets: tuple[int, ...] = (8, 4),
-                   row_budgets: tuple[int, ...] = (256, 64, 16), centre_chunk: int = 512,
-                   ) -> tuple[jax.Array, jax.Array]:
-  """Exact k-center greedy with triangle-inequality pruning (same selection as _greedy_plain).
+  Per step: (1) the new centre's anchor bound against all ``nb`` leaves (one ``[nb, P]``
+  matrix-vector product) marks the leaves it may change as *dirty*; clean leaves are marked as up
+  to date. (2) While the lexicographically largest leaf is dirty, it is *refreshed*: its pending
+  centres are scanned in chunks of ``scan_chunk`` with the anchor bound, the relevant ones are
+  compacted, and the ``[seg, P] x [P, gemm_width]`` distance blocks to them update its ``d_i``,
+  ``U_j``. (3) The top leaf is clean, so its stored maximum is exact and larger than every other
+  leaf's upper bound: its first maximal point is the next centre (``jnp.argmax`` on the original
+  order, ties to the smallest index).
 
-  Points live in the leaves of :func:`_leaf_order` (``[nb, seg]`` layout). Each point ``i`` keeps
-  its current minimum squared distance ``d_i`` and the selected centre ``a_i`` it came from; each
-  leaf keeps an anchor ``b_j`` (mean of its points), the points' distances ``r_i = ||p_i - b_j||``
-  (maximum ``r_j``), and its maximum ``D_j = max_i d_i`` (with the smallest original index among
-  the maxima). For a new centre ``c`` two lower bounds hold for every point:
-
-      ||p_i - c|| >= ||c - b_j|| - r_i                (anchor bound)
-      ||p_i - c|| >= ||c - s_{a_i}|| - sqrt(d_i)      (previous-centre bound, ||p_i - s_a|| = sqrt(d_i))
-
-  When a bound, squared, is >= ``d_i`` (after float32 error margins), the computed distance cannot
-  lower ``d_i`` and the point is skipped. Per step: (1) the leaves with ``(||c - b_j|| - r_j)^2 <
-  D_j`` are compacted (:func:`_compact`, a static-size ``nonzero``) to the smallest static leaf
-  budget ``nb / f``, ``f`` in ``leaf_budgets`` (``lax.switch``; more: full update); (2) in
-  those, the points failing the anchor bound are counted; only if there are more of them than
-  centres selected so far are the distances from ``c`` to the selected centres computed (chunks
-  of ``centre_chunk`` rows, only up to the current step) and the previous-centre bound applied;
-  (3) the remaining points are compacted to the smallest static row budget ``n_pad / f`` (``f`` in
-  ``row_budgets``, ``lax.switch``; more rows: full update) and only those rows are read and
-  updated. Distances to the leaf anchors and to the
-  selected centres use the matrix-vector expansion minus its float32 error bound (a lower bound).
-  The next centre is the argmax over the ``D_j``, ties broken by the smallest original index, i.e.
-  exactly ``jnp.argmax`` on the original order.
+  Every (leaf, centre) pair is examined at most once, and distances are only computed for pairs
+  that pass the anchor bound, as small matrix products instead of one ``[N, P]`` pass per step.
+  The distances use the plain loop's formula ``||p||^2 - 2 p.c + ||c||^2`` on the same
+  ``||p||^2``, but through a matrix product whose float32 rounding can differ from the full
+  matrix-vector product, so the two paths can part at a float32 near-tie (relative gap ~1e-7).
 
   Returns:
-    ``(selected [m] int32 original indices, rows_updated [m] int32 per step, of N)``.
+    ``(selected [m] int32 original indices, evaluations [m] int32)``: point-centre distances
+    computed in each step (``N`` per step for the plain loop).
   """
   n, dp = p.shape
   order, nb, seg = _leaf_order(key, p, leaf_size)
   n_pad = nb * seg
-  b1s = sorted({max(1, nb // f) for f in leaf_budgets})
   tol_norm, tol_sq = _margins(dp)
   big = jnp.int32(2 ** 31 - 1)
   pf = C.pad_rows(p, n_pad)[order]                              # [n_pad, P] leaf order
   orig3 = order.reshape(nb, seg)
   valid3 = orig3 < n
   psqf = jnp.sum(pf * pf, axis=1)                                # as in _greedy_plain
+  psq3 = psqf.reshape(nb, seg)
   w3 = valid3.astype(jnp.float32)
   p3 = pf.reshape(nb, seg, dp)
   anchor = jnp.einsum("js,jsp->jp", w3, p3) / jnp.maximum(w3.sum(1), 1.0)[:, None]
   anchor_sq = jnp.sum(anchor * anchor, axis=1)
   r3 = jnp.sqrt(jnp.sum(jnp.square(p3 - anchor[:, None]), axis=-1)) * (1.0 + tol_norm)
-  r3 = jnp.where(valid3, r3, 0.0)
-  rmax = jnp.max(r3, axis=1)
-  errf = tol_sq * (psqf + jnp.max(psqf))                           # covers |d_hat - d|
-  err3 = errf.reshape(nb, seg)
-  errmax = jnp.max(err3, axis=1)
+  rmax = jnp.max(jnp.where(valid3, r3, 0.0), axis=1)
+  n_rows = jnp.sum(valid3, axis=1, dtype=jnp.int32)
+  errmax = jnp.max((tol_sq * (psqf + jnp.max(psqf))).reshape(nb, seg), axis=1)  # |d_hat - d|
   inv = jnp.zeros((n_pad,), jnp.int32).at[order].set(jnp.arange(n_pad, dtype=jnp.int32))
-  ch = min(centre_chunk, m)
+  ch = min(scan_chunk, m)
+  gw = gemm_width
   m_pad = -(-m // ch) * ch
+
+  def lower_dist(a, a_sq, c, c_sq):
+    """Lower bounds of ||a - c|| from the float32 expansion minus its error bound."""
+    d = a_sq - 2.0 * jnp.matmul(a, c, precision=_HI) + c_sq
+    return jnp.sqrt(jnp.maximum(d - tol_sq * (a_sq + c_sq), 0.0)) * (1.0 - tol_norm)
 
   def leaf_max(md, orig):
     mx = jnp.max(md, axis=-1)
     first = jnp.min(jnp.where(md == mx[..., None], orig, big), axis=-1)
     return mx, first
 
-  def lower_dist(a, a_sq, c, c_sq):
-    """Lower bounds of ||a - c|| from the float32 expansion minus its error bound."""
-    d = a_sq - 2.0 * jnp.matmul(a, c, precision=_HI) + c_sq
-    return jnp.sqrt(jnp.maximum(d - tol_sq * (a_sq + c_sq), 0.0))
+  def top_leaf(umax, ufirst):
+    """Leaf with the lexicographically largest ``(U_j, -first_j)``."""
+    first = jnp.min(jnp.where(umax == jnp.max(umax), ufirst, big))
+    return jnp.argmax(ufirst == first).astype(jnp.int32)         # firsts are distinct
+
+  def refresh(state, i, cents, cents_sq):
+    md3, umax, ufirst, done, dirty, evals = state
+    j = top_leaf(umax, ufirst)
+    a, a_sq, t0 = anchor[j], anchor_sq[j], done[j]
+    bound = umax[j] + 2.0 * errmax[j]
+
+    def scan(s, carry):
+      cc = jax.lax.dynamic_slice_in_dim(cents, s * ch, ch)
+      cq = jax.lax.dynamic_slice_in_dim(cents_sq, s * ch, ch)
+      idx = s * ch + jnp.arange(ch, dtype=jnp.int32)
+      lb = jnp.maximum(lower_dist(cc, cq, a, a_sq) - rmax[j], 0.0)
+      return _append(*carry, (lb * lb < bound) & (idx >= t0) & (idx < i), idx)
+
+    buf, cnt = jax.lax.fori_loop(t0 // ch, (i + ch - 1) // ch, scan,
+                                 (jnp.zeros((m_pad + gw,), jnp.int32), jnp.int32(0)))
+    pts, psq = p3[j], psq3[j]
+
+    def block(s, md):
+      ids = jax.lax.dynamic_slice_in_dim(buf, s * gw, gw)
+      d = _sq_dist(psq[:, None], jnp.matmul(pts, cents[ids].T, precision=_HI),
+                   cents_sq[ids][None], tol_sq)
+      ok = s * gw + jnp.arange(gw) < cnt
+      return jnp.minimum(md, jnp.min(jnp.where(ok[None], d, jnp.inf), axis=1))
+
+    md = jax.lax.fori_loop(0, (cnt + gw - 1) // gw, block, md3[j])
+    mx, first = leaf_max(md, orig3[j])
+    return (md3.at[j].set(md), umax.at[j].set(mx), ufirst.at[j].set(first), done.at[j].set(i),
+            dirty.at[j].set(False), evals + cnt * n_rows[j])
 
   def body(i, carry):
-    mdf, af, dmax, dfirst, cents, cents_sq, sel, last, counts = carry
-    c = pf[last]
-    c_sq = psqf[last]
-
-    def dist(rows, psq):
-      return jnp.maximum(psq - 2.0 * jnp.matmul(rows, c, precision=_HI) + c_sq, 0.0)
-
-    def full(_):
-      d = dist(pf, psqf)
-      better = d < mdf
-      md, a = jnp.where(better, d, mdf), jnp.where(better, i - 1, af)
-      mx, first = leaf_max(md.reshape(nb, seg), orig3)
-      return md, a, mx, first, jnp.int32(n)
-
-    def centre_bound(_):
-      """Lower bounds of ||c - s_a|| for the selected centres a < i (chunks up to i)."""
-      def chunk(j, buf):
-        cc = jax.lax.dynamic_slice_in_dim(cents, j * ch, ch)
-        cq = jax.lax.dynamic_slice_in_dim(cents_sq, j * ch, ch)
-        return jax.lax.dynamic_update_slice_in_dim(buf, lower_dist(cc, cq, c, c_sq), j * ch, 0)
-      return jax.lax.fori_loop(0, (i + ch - 1) // ch, chunk,
-                               jnp.zeros((m_pad,), jnp.float32)) * (1.0 - tol_norm)
-
-    def pruned(b1):
-      def fn(_):
-        l1 = _compact(cand, b1)                                      # index nb: padding slot
-        l1c = jnp.minimum(l1, nb - 1)
-        md1 = mdf.reshape(nb, seg)[l1c]
-        lim = md1 + err3[l1c]
-        lba = jnp.maximum(lb_anchor[l1c][:, None] - r3[l1c], 0.0)
-        act = (lba * lba < lim) & (l1 < nb)[:, None]                 # [b1, seg]
-
-        def with_centre(act):
-          lbc = centre_bound(None)[af.reshape(nb, seg)[l1c]] - jnp.sqrt(lim)
-          lbc = jnp.maximum(lbc, 0.0)
-          return act & (lbc * lbc < lim)
-
-        act = jax.lax.cond(jnp.sum(act) > i, with_centre, lambda a: a, act)
-        n_act = jnp.sum(act)
-
-        def rows(b2):
-          def fn2(_):
-            flat = _compact(act.reshape(-1), b2)
-            pos = l1c[jnp.minimum(flat // seg, b1 - 1)] * seg + flat % seg
-            pos = jnp.where(flat < b1 * seg, pos, n_pad)               # n_pad: dropped on scatter
-            posc = jnp.minimum(pos, n_pad - 1)
-            d = dist(pf[posc], psqf[posc])
-            old = mdf[posc]
-            better = d < old
-            md = mdf.at[pos].set(jnp.where(better, d, old), mode="drop")
-            a = af.at[pos].set(jnp.where(better, i - 1, af[posc]), mode="drop")
-            mx, first = leaf_max(md.reshape(nb, seg)[l1c], orig3[l1c])
-            return (md, a, dmax.at[l1].set(mx, mode="drop"),
-                    dfirst.at[l1].set(first, mode="drop"), n_act.astype(jnp.int32))
-          return fn2
-
-        b2s = sorted({max(1, min(b1 * seg, n_pad // f)) for f in row_budgets})
-        branch = jnp.sum(n_act > jnp.asarray(b2s, jnp.int32))
-        return jax.lax.switch(branch, [rows(b) for b in b2s] + [full], None)
-      return fn
-
-    lb_anchor = lower_dist(anchor, anchor_sq, c, c_sq) * (1.0 - tol_norm)
-    lb_leaf = jnp.maximum(lb_anchor - rmax, 0.0)
-    cand = lb_leaf * lb_leaf < dmax + errmax                       # padding leaves: -inf
-    branch = jnp.sum(jnp.sum(cand) > jnp.asarray(b1s, jnp.int32))
-    mdf, af, dmax, dfirst, n_rows = jax.lax.switch(branch, [pruned(b) for b in b1s] + [full],
-                                                   None)
-    counts = counts.at[i].set(n_rows)
-    top = jnp.max(dmax)
-    nxt = jnp.min(jnp.where(dmax == top, dfirst, big))        # original index
+    md3, umax, ufirst, done, dirty, cents, cents_sq, sel, evals = carry
+    lb = jnp.maximum(lower_dist(anchor, anchor_sq, cents[i - 1], cents_sq[i - 1]) - rmax, 0.0)
+    dirty = dirty | (lb * lb < umax + 2.0 * errmax)
+    done = jnp.where(dirty, done, i)                                # clean: nothing pending
+    state = jax.lax.while_loop(lambda st: st[4][top_leaf(st[1], st[2])],
+                               lambda st: refresh(st, i, cents, cents_sq),
+                               (md3, umax, ufirst, done, dirty, jnp.int32(0)))
+    md3, umax, ufirst, done, dirty, n_eval = state
+    nxt = ufirst[top_leaf(umax, ufirst)]
     pos = inv[nxt]
-    return (mdf, af, dmax, dfirst, cents.at[i].set(pf[pos]), cents_sq.at[i].set(psqf[pos]),
-            sel.at[i].set(nxt), pos, counts)
+    return (md3, umax, ufirst, done, dirty, cents.at[i].set(pf[pos]),
+            cents_sq.at[i].set(psqf[pos]), sel.at[i].set(nxt), evals.at[i].set(n_eval))
 
-  mdf = jnp.where(order < n, jnp.inf, -jnp.inf)
-  dmax, dfirst = leaf_max(mdf.reshape(nb, seg), orig3)
+  md3 = jnp.where(valid3, jnp.inf, -jnp.inf)
+  umax, ufirst = leaf_max(md3, orig3)
   cents = jnp.zeros((m_pad, dp), jnp.float32).at[0].set(pf[inv[start]])
   cents_sq = jnp.zeros((m_pad,), jnp.float32).at[0].set(psqf[inv[start]])
   sel = jnp.zeros((m,), jnp.int32).at[0].set(start)
-  counts = jnp.zeros((m,), jnp.int32).at[0].set(n)
-  carry = (mdf, jnp.zeros((n_pad,), jnp.int32), dmax, dfirst, cents, cents_sq, sel, inv[start],
-           counts)
+  carry = (md3, umax, ufirst, jnp.zeros((nb,), jnp.int32), jnp.zeros((nb,), bool), cents,
+           cents_sq, sel, jnp.zeros((m,), jnp.int32))
   out = jax.lax.fori_loop(1, m, body, carry)
-  return out[6], out[8]
+  return out[7], out[8]
 
 
 @functools.partial(jax.jit, static_argnames=("m", "projection_dim", "prune", "leaf_size",
@@ -411,9 +393,10 @@ def greedy_coreset_core(key: jax.Array, x: jax.Array, *, m: int, projection_dim:
   """Jitted k-center greedy on the projection of ``x [N, D]`` (no validation).
 
   ``prune=False``: one ``[N, P]`` matrix-vector product per step (``lax.fori_loop``).
-  ``prune=True``: the same selection with triangle-inequality pruning (:func:`_greedy_pruned`,
-  ``leaf_size`` points per tree leaf). ``return_stats=True`` also returns ``rows [m]``, the number
-  of rows whose distance each step computed (``N`` for a full update; pruned path only).
+  ``prune=True``: the same selection with lazily refreshed tree leaves and triangle-inequality
+  pruning (:func:`_greedy_lazy`, ``leaf_size`` points per tree leaf). ``return_stats=True`` also
+  returns ``evaluations [m]``, the point-centre distances computed in each step (the plain loop
+  computes ``N`` per step; pruned path only, else None).
   """
   n = x.shape[0]
   kp, ks = jax.random.split(key)
@@ -421,7 +404,7 @@ def greedy_coreset_core(key: jax.Array, x: jax.Array, *, m: int, projection_dim:
   start = jax.random.randint(ks, (), 0, n, dtype=jnp.int32)
   stats = None
   if prune and m > 1:
-    sel, stats = _greedy_pruned(jax.random.fold_in(kp, 1), p, start, m, leaf_size)
+    sel, stats = _greedy_lazy(jax.random.fold_in(kp, 1), p, start, m, leaf_size)
   else:
     sel = _greedy_plain(p, start, m)
   out = Coreset(sel, jnp.ones((m,), jnp.float32))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
 from jaxad.cluster import greedy_coreset, kmeans, kmeans_plusplus, sensitivity_coreset
-from jaxad.cluster.coreset import default_alpha, greedy_coreset_core, project
+from jaxad.cluster.coreset import _greedy_lazy, default_alpha, greedy_coreset_core, project
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_greedy_equals_numpy_loop(data, projection_dim, prune):
 
 
 def test_pruned_greedy_selects_same_indices_as_unpruned():
-  """Triangle-inequality pruning changes the work per step, not the selection."""
+  """Lazy leaf refreshes with triangle-inequality pruning change the work, not the selection."""
   # 40 tight blobs in 24 dims (prunable) plus 300 exact duplicates (exact distance ties, which
   # both paths must break towards the smallest index, like argmax).
   x, _ = make_blobs(n_samples=3000, n_features=24, centers=40, cluster_std=1.0,
@@ -98,18 +99,38 @@ def test_pruned_greedy_selects_same_indices_as_unpruned():
   n, m = len(x), 400
   key = jax.random.key(7)
   plain = greedy_coreset(key, x, m, projection_dim=16, prune=False, verbose=False)
-  pruned, rows = greedy_coreset_core(key, x, m=m, projection_dim=16, prune=True,
-                                     return_stats=True)
+  pruned, evals = greedy_coreset_core(key, x, m=m, projection_dim=16, prune=True,
+                                      return_stats=True)
   np.testing.assert_array_equal(np.asarray(pruned.indices), np.asarray(plain.indices))
   # Same as the float64 NumPy loop (no near-ties at float32 precision on this fixture).
   kp, ks = jax.random.split(key)
   start = int(jax.random.randint(ks, (), 0, n, dtype=np.int32))
-  ref = _greedy_reference(np.asarray(project(kp, x, 16)), start, m)
+  p = project(kp, x, 16)
+  ref = _greedy_reference(np.asarray(p), start, m)
   np.testing.assert_array_equal(np.asarray(pruned.indices), ref)
-  # The pruning is exercised: after the first 100 steps most steps read < 25% of the rows.
-  rows = np.asarray(rows)
-  assert rows[0] == n and rows.max() <= n
-  assert np.median(rows[100:]) < 0.25 * n, np.median(rows[100:])
+  # Step 1 refreshes every leaf against the start point (N distances); afterwards the pruning
+  # computes far fewer distances than the plain loop's N per step.
+  evals = np.asarray(evals)
+  assert evals[0] == 0 and evals[1] == n
+  assert evals[2:].sum() < 0.25 * n * (m - 2), evals[2:].sum() / (n * (m - 2))
+  # Tiny scan chunks and matrix-product widths (many chunks per refresh): same selection.
+  small = jax.jit(lambda p, s: _greedy_lazy(jax.random.fold_in(kp, 1), p, s, m, 64,
+                                            scan_chunk=16, gemm_width=4))
+  sel, evals_small = small(p, jnp.int32(start))
+  np.testing.assert_array_equal(np.asarray(sel), ref)
+  assert np.asarray(evals_small)[1] == n
+
+
+@pytest.mark.parametrize("n,m", [(50, 50), (130, 2), (200, 199)])
+def test_pruned_greedy_edge_sizes(data, n, m):
+  """m = N, m = 2 and a partial last leaf: pruned == plain (exact ties at distance 0 included)."""
+  # 5 exact duplicates; no projection (centring keeps duplicate rows bitwise equal, a random
+  # projection's matrix product need not), so the ties are exact in float32 too.
+  x = np.concatenate([data[:n - 5], data[:5]])
+  for key in (jax.random.key(0), jax.random.key(1)):
+    a = greedy_coreset(key, x, m, projection_dim=None, prune=True, verbose=False)
+    b = greedy_coreset(key, x, m, projection_dim=None, prune=False, verbose=False)
+    np.testing.assert_array_equal(np.asarray(a.indices), np.asarray(b.indices))
 
 
 def test_projection_preserves_distances_roughly(data):
