@@ -171,7 +171,11 @@ def run_child() -> None:
       return _gmm_child(x, impl, base)
     elif task == "greedy":
       m = int(FLAGS.ratio * FLAGS.n)
-      fn = lambda: jax.block_until_ready(jc.greedy_coreset(key, x, m,
+      # Features already on the device, as after a jitted feature extractor (the loops get their
+      # projected features in memory too); the host->device copy of a fresh 100k x 1536 NumPy
+      # array alone takes ~2 s on this machine (page faults of the new buffer).
+      xd = jax.block_until_ready(jax.device_put(x))
+      fn = lambda: jax.block_until_ready(jc.greedy_coreset(key, xd, m,
                                                            projection_dim=FLAGS.projection_dim,
                                                            prune=impl == "jaxad", verbose=False))
     else:

@@ -36,7 +36,8 @@ def as_points(x: Any, name: str = "x", min_rows: int = 1) -> jax.Array:
   if isinstance(x, jax.core.Tracer):
     raise TypeError(f"{name} must be a concrete array at this public entry point (use the *_core "
                     "function inside jit)")
-  arr = np.asarray(x)
+  # Shape and dtype without np.asarray on a jax.Array (that would copy device memory to the host).
+  arr = x if isinstance(x, (np.ndarray, jax.Array)) else np.asarray(x)
   if arr.ndim != 2:
     raise ValueError(f"{name} must have shape [N, D], got shape {arr.shape}")
   if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):

@@ -151,17 +151,18 @@ def sensitivity_coreset(key: jax.Array, x: Any, m: int, k: int, *, alpha: float 
 
 
 def project(key: jax.Array, x: jax.Array, projection_dim: int | None) -> jax.Array:
-  """Centres ``x [N, D]`` and projects it with a Gaussian matrix ``N(0, 1/projection_dim)``.
+  """Projects ``x [N, D]`` with a Gaussian matrix ``N(0, 1/projection_dim)`` and centres the result.
 
   No projection (only centring) when ``projection_dim`` is None or ``>= D``. Centring leaves all
   distances unchanged but makes the float32 ``||a||^2 - 2ab + ||b||^2`` expansion more precise.
+  The projection is applied first (``x M - mean(x M)`` equals ``(x - mean(x)) M``), so no centred
+  ``[N, D]`` copy of the input is made.
   """
-  x = x - jnp.mean(x, axis=0, keepdims=True)
   d = x.shape[1]
-  if projection_dim is None or projection_dim >= d:
-    return x
-  mat = jax.random.normal(key, (d, projection_dim), jnp.float32) / math.sqrt(projection_dim)
-  return jnp.matmul(x, mat, precision=_HI)
+  if projection_dim is not None and projection_dim < d:
+    mat = jax.random.normal(key, (d, projection_dim), jnp.float32) / math.sqrt(projection_dim)
+    x = jnp.matmul(x, mat, precision=_HI)
+  return x - jnp.mean(x, axis=0, keepdims=True)
 
 
 # Float32 safety margins of the pruning test (see _greedy_lazy): relative error of a norm
@@ -424,12 +425,14 @@ def greedy_coreset(key: jax.Array, x: Any, m: int, *, projection_dim: int | None
     m: coreset size, ``1 <= m <= N`` (PatchCore: ``0.1 * N``).
     projection_dim: dimension ``P`` of the Gaussian random projection used for the distances
       (PatchCore: 128); ``None`` or ``>= D``: distances on the (centred) raw features.
-    prune: skip points that provably cannot change in a step (triangle inequality against tree-leaf
-      anchors and against each point's nearest selected centre, with float32 error margins). Same
-      selection as ``prune=False`` (one full ``[N, P]`` pass per step) up to float32 near-ties;
-      faster on clustered data such as CNN patch features (5.2x vs ``prune=False``, 3.6x vs a
-      NumPy gemv loop at 100k x 128 -> 10k on MVTec bottle MobileNetV2 features), no gain when nothing can be pruned (i.i.d. Gaussian data),
-      and more compilation. Memory: a second ``[N, P]`` copy in leaf order plus ``O(N + m P)``.
+    prune: organise the points in a tree of ~64-point leaves, refresh a leaf's distances only
+      when its (stale, upper-bound) maximum is the largest, and then only against the centres
+      that the triangle inequality cannot rule out (float32 error margins included), as small
+      matrix products. Same selection as ``prune=False`` (one full ``[N, P]`` pass per step) up
+      to float32 near-ties (relative distance gaps ~1e-7, where the two paths' different
+      rounding can pick the other point). Faster on clustered data such as CNN patch features and
+      also on unclustered data (see BUILD_NOTES.md for measurements); costs more compilation and
+      a second ``[N, P]`` copy in leaf order plus ``O(N + m P)``.
     verbose: log one line with the wall time.
 
   Returns:
