@@ -390,7 +390,7 @@ def _greedy_lazy(key: jax.Array, p: jax.Array, start: jax.Array, m: int, leaf_si
 @functools.partial(jax.jit, static_argnames=("m", "projection_dim", "prune", "leaf_size",
                                              "return_stats"))
 def greedy_coreset_core(key: jax.Array, x: jax.Array, *, m: int, projection_dim: int | None,
-                        prune: bool = True, leaf_size: int = 64, return_stats: bool = False):
+                        prune: bool = True, leaf_size: int = 128, return_stats: bool = False):
   """Jitted k-center greedy on the projection of ``x [N, D]`` (no validation).
 
   ``prune=False``: one ``[N, P]`` matrix-vector product per step (``lax.fori_loop``).
@@ -425,7 +425,7 @@ def greedy_coreset(key: jax.Array, x: Any, m: int, *, projection_dim: int | None
     m: coreset size, ``1 <= m <= N`` (PatchCore: ``0.1 * N``).
     projection_dim: dimension ``P`` of the Gaussian random projection used for the distances
       (PatchCore: 128); ``None`` or ``>= D``: distances on the (centred) raw features.
-    prune: organise the points in a tree of ~64-point leaves, refresh a leaf's distances only
+    prune: organise the points in a tree of <= 128-point leaves, refresh a leaf's distances only
       when its (stale, upper-bound) maximum is the largest, and then only against the centres
       that the triangle inequality cannot rule out (float32 error margins included), as small
       matrix products. Same selection as ``prune=False`` (one full ``[N, P]`` pass per step) up

@@ -110,26 +110,27 @@ def test_pruned_greedy_selects_same_indices_as_unpruned():
   n, m = len(x), 400
   key = jax.random.key(7)
   plain = greedy_coreset(key, x, m, projection_dim=None, prune=False, verbose=False)
-  pruned, evals = greedy_coreset_core(key, x, m=m, projection_dim=None, prune=True,
-                                      return_stats=True)
+  pruned = greedy_coreset(key, x, m, projection_dim=None, prune=True, verbose=False)
   kp, ks = jax.random.split(key)
   start = int(jax.random.randint(ks, (), 0, n, dtype=np.int32))
   ref = _greedy_reference(x, start, m)
   np.testing.assert_array_equal(np.asarray(plain.indices), ref)
   np.testing.assert_array_equal(np.asarray(pruned.indices), ref)
-  # Step 1 refreshes every leaf against the start point (N distances); afterwards the pruning
-  # computes far fewer distances than the plain loop's N per step.
+  # Smaller leaves (more pruning on this small set): same selection. Step 1 refreshes every leaf
+  # against the start point (N distances); afterwards far fewer than the plain loop's N per step.
+  small_leaves, evals = greedy_coreset_core(key, x, m=m, projection_dim=None, prune=True,
+                                            leaf_size=32, return_stats=True)
+  np.testing.assert_array_equal(np.asarray(small_leaves.indices), ref)
   evals = np.asarray(evals)
   assert evals[0] == 0 and evals[1] == n
   assert np.median(evals[2:]) < 0.2 * n, np.median(evals[2:]) / n
   assert evals[2:].sum() < 0.5 * n * (m - 2), evals[2:].sum() / (n * (m - 2))
-  # Tiny scan chunks and matrix-product widths (many chunks per refresh): same selection.
-  for leaf_size in (16, 64):
-    small = jax.jit(lambda p, s: _greedy_lazy(jax.random.fold_in(kp, 1), p, s, m, leaf_size,
-                                              scan_chunk=16, gemm_width=4))
-    sel, evals_small = small(jnp.asarray(x), jnp.int32(start))
-    np.testing.assert_array_equal(np.asarray(sel), ref)
-    assert np.asarray(evals_small)[1] == n
+  # Tiny leaves, scan chunks and matrix-product widths (many chunks per refresh): same selection.
+  tiny = jax.jit(lambda p, s: _greedy_lazy(jax.random.fold_in(kp, 1), p, s, m, 16,
+                                           scan_chunk=16, gemm_width=4))
+  sel, evals_tiny = tiny(jnp.asarray(x), jnp.int32(start))
+  np.testing.assert_array_equal(np.asarray(sel), ref)
+  assert np.asarray(evals_tiny)[1] == n
 
 
 @pytest.mark.parametrize("n,m", [(50, 50), (130, 2), (200, 199)])
