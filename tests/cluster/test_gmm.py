@@ -118,3 +118,54 @@ def test_init_errors(data):
     gmm_em(key, data, 3, covariance="full", init=good)
   with pytest.raises(ValueError, match="init.weights"):
     gmm_em(key, data, 3, init=GMMParams(good.means, good.covariances, np.zeros(3)))
+
+
+@pytest.mark.parametrize("width", [8, 16])
+def test_block_triangular_helpers_match_dense(width):
+  # D = 37 is not a multiple of the column blocks: width 8 -> 5 blocks (last 5 wide), width 16 ->
+  # [0, 24), [24, 37). The blocked products skip only structural zeros / mirrored duplicates.
+  from jaxad.cluster.gmm import _col_blocks, _cov_full, _maha_full
+  k, d, nb, b = 3, 37, 2, 16
+  cols = _col_blocks(d, width)
+  assert len(cols) >= 2 and cols[-1][1] == d and (cols[-1][1] - cols[-1][0]) < (cols[0][1] - cols[0][0])
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(nb, b, d)).astype(np.float32)
+  means = rng.normal(size=(k, d)).astype(np.float32)
+  u = np.triu(rng.normal(size=(k, d, d))).astype(np.float32)
+  rw = rng.uniform(size=(nb, b, k)).astype(np.float32)
+  diff = x.astype(np.float64)[:, :, None, :] - means.astype(np.float64)  # [nb, B, k, D]
+  maha_ref = np.sum(np.einsum("nbkd,kde->nbke", diff, u.astype(np.float64)) ** 2, axis=-1)
+  cov_ref = np.einsum("nbk,nbkd,nbke->kde", rw.astype(np.float64), diff, diff)
+  maha = np.asarray(_maha_full(x, means, u, width))
+  cov = np.asarray(_cov_full(x, rw, means, width))
+  # Tolerance: float32 products of length <= 37 (maha) / 32 (cov) vs float64, relative to the max.
+  np.testing.assert_allclose(maha, maha_ref, rtol=1e-5, atol=1e-5 * np.abs(maha_ref).max())
+  np.testing.assert_allclose(cov, cov_ref, rtol=1e-5, atol=1e-5 * np.abs(cov_ref).max())
+  np.testing.assert_array_equal(cov, np.swapaxes(cov, 1, 2))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_full_em_with_column_blocks_follows_sklearn():
+  # D = 600 > _TRI_WIDTH: the default column blocks [0, 304), [304, 600) are used in both passes.
+  from jaxad.cluster.gmm import _col_blocks
+  k, d, n = 2, 600, 1200
+  assert len(_col_blocks(d)) == 2
+  rng = np.random.default_rng(4)
+  centres = rng.normal(scale=2.0, size=(k, d))
+  mix = rng.normal(size=(d, d)) / np.sqrt(d)  # correlated features
+  x = (centres[rng.integers(0, k, n)] + rng.normal(size=(n, d)) @ mix).astype(np.float32)
+  means = x[rng.choice(n, k, replace=False)].astype(np.float64)
+  cov = np.tile(np.diag(x.var(0).astype(np.float64)), (k, 1, 1))
+  weights = np.full(k, 1.0 / k)
+  ref = GaussianMixture(k, covariance_type="full", max_iter=2, tol=0.0, reg_covar=0.1,
+                        means_init=means, weights_init=weights,
+                        precisions_init=np.linalg.inv(cov)).fit(x)
+  ours = gmm_em(jax.random.key(0), x, k, covariance="full", max_iter=2, tol=0.0, reg_covar=0.1,
+                init=GMMParams(means, cov, weights), verbose=False)
+  # Tolerance: float32 EM vs scikit-learn (float32 data, float64 init) over 2 iterations, log-lik
+  # of order 1e3.
+  np.testing.assert_allclose(float(ours.log_likelihood), ref.score(x), rtol=1e-4)
+  np.testing.assert_allclose(np.asarray(ours.params.weights), ref.weights_, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(ours.params.means), ref.means_, atol=1e-3 * np.abs(x).max())
+  np.testing.assert_allclose(np.asarray(ours.params.covariances), ref.covariances_, rtol=1e-3,
+                             atol=1e-3 * np.abs(ref.covariances_).max())
