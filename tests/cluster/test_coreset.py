@@ -146,6 +146,27 @@ def test_pruned_greedy_edge_sizes(n, m):
     np.testing.assert_array_equal(np.asarray(a.indices), np.asarray(b.indices))
 
 
+def test_greedy_default_prune_follows_backend(data, monkeypatch):
+  """prune=None picks the lazy path on the CPU backend and the plain pass on GPU/TPU."""
+  from jaxad.cluster import coreset as coreset_module
+  seen = []
+  real_core = coreset_module.greedy_coreset_core
+
+  def spy(*args, **kwargs):
+    seen.append(kwargs["prune"])
+    return real_core(*args, **kwargs)
+
+  monkeypatch.setattr(coreset_module, "greedy_coreset_core", spy)
+  greedy_coreset(jax.random.key(3), data, 20, projection_dim=8, verbose=False)
+  assert seen == [jax.default_backend() == "cpu"]
+  for backend, expected in (("cpu", True), ("gpu", False), ("tpu", False)):
+    monkeypatch.setattr(coreset_module.jax, "default_backend", lambda b=backend: b)
+    greedy_coreset(jax.random.key(3), data, 20, projection_dim=8, verbose=False)
+    assert seen[-1] is expected, (backend, seen)
+  greedy_coreset(jax.random.key(3), data, 20, projection_dim=8, prune=True, verbose=False)
+  assert seen[-1] is True                                    # explicit choice wins
+
+
 def test_projection_preserves_distances_roughly(data):
   # Johnson-Lindenstrauss sanity check of the projection itself; None: centring only.
   p = np.asarray(project(jax.random.key(0), data, 12), np.float64)
