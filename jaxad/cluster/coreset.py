@@ -334,8 +334,7 @@ def _greedy_lazy(key: jax.Array, p: jax.Array, start: jax.Array, m: int, leaf_si
     return jnp.argmax(ufirst == first).astype(jnp.int32)         # firsts are distinct
 
   def refresh(state, i, cents, cents_sq):
-    md3, umax, ufirst, done, dirty, evals = state
-    j = top_leaf(umax, ufirst)
+    md3, umax, ufirst, done, dirty, evals, j = state                  # j: the (dirty) top leaf
     a, a_sq, t0 = anchor[j], anchor_sq[j], done[j]
     bound = umax[j] + 2.0 * errmax[j]
 
@@ -359,19 +358,21 @@ def _greedy_lazy(key: jax.Array, p: jax.Array, start: jax.Array, m: int, leaf_si
 
     md = jax.lax.fori_loop(0, (cnt + gw - 1) // gw, block, md3[j])
     mx, first = leaf_max(md, orig3[j])
-    return (md3.at[j].set(md), umax.at[j].set(mx), ufirst.at[j].set(first), done.at[j].set(i),
-            dirty.at[j].set(False), evals + cnt * n_rows[j])
+    umax, ufirst = umax.at[j].set(mx), ufirst.at[j].set(first)
+    return (md3.at[j].set(md), umax, ufirst, done.at[j].set(i), dirty.at[j].set(False),
+            evals + cnt * n_rows[j], top_leaf(umax, ufirst))
 
   def body(i, carry):
     md3, umax, ufirst, done, dirty, cents, cents_sq, sel, evals = carry
     lb = jnp.maximum(lower_dist(anchor, anchor_sq, cents[i - 1], cents_sq[i - 1]) - rmax, 0.0)
     dirty = dirty | (lb * lb < umax + 2.0 * errmax)
     done = jnp.where(dirty, done, i)                                # clean: nothing pending
-    state = jax.lax.while_loop(lambda st: st[4][top_leaf(st[1], st[2])],
+    state = jax.lax.while_loop(lambda st: st[4][st[6]],
                                lambda st: refresh(st, i, cents, cents_sq),
-                               (md3, umax, ufirst, done, dirty, jnp.int32(0)))
-    md3, umax, ufirst, done, dirty, n_eval = state
-    nxt = ufirst[top_leaf(umax, ufirst)]
+                               (md3, umax, ufirst, done, dirty, jnp.int32(0),
+                                top_leaf(umax, ufirst)))
+    md3, umax, ufirst, done, dirty, n_eval, top = state
+    nxt = ufirst[top]
     pos = inv[nxt]
     return (md3, umax, ufirst, done, dirty, cents.at[i].set(pf[pos]),
             cents_sq.at[i].set(psqf[pos]), sel.at[i].set(nxt), evals.at[i].set(n_eval))
