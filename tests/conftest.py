@@ -1,8 +1,9 @@
 """Shared pytest fixtures for jaxad tests.
 
-* ``shared_data``: the ``../shared/data`` folder next to the repository (or
-  ``$JAXAD_SHARED_DATA``); tests that need it skip with a clear message when
-  it is absent.
+* ``shared_data``: the real-data folder of the tests (``mvtec_ad/bottle``, ``mnist``):
+  ``$JAXAD_TEST_DATA`` when set, else ``../shared/data`` beside the repository. This
+  is the only place that names the location; tests that need the folder use this
+  fixture (or ``mvtec_bottle`` / ``mnist_dir``) and skip with a message when it is absent.
 * ``run_jax_subprocess``: runs a Python snippet in a fresh interpreter with
   ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` so sharding tests see
   N CPU devices (the flag must be set before JAX is imported).
@@ -19,13 +20,14 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_DATA_ENV = "JAXAD_TEST_DATA"
 
 
 def shared_data_dir() -> Path:
-  """Returns the shared real-data folder (may not exist)."""
-  env = os.environ.get("JAXAD_SHARED_DATA")
+  """Returns the real-data folder of the tests (may not exist)."""
+  env = os.environ.get(TEST_DATA_ENV)
   if env:
-    return Path(env)
+    return Path(env).expanduser()
   return REPO_ROOT.parent / "shared" / "data"
 
 
@@ -33,8 +35,8 @@ def shared_data_dir() -> Path:
 def shared_data() -> Path:
   path = shared_data_dir()
   if not path.is_dir():
-    pytest.skip(f"real data not found at {path} (expected ../shared/data beside the repo, "
-                "or set JAXAD_SHARED_DATA)")
+    pytest.skip(f"real data not found at {path} (set {TEST_DATA_ENV} to a folder holding "
+                "mvtec_ad/bottle and mnist)")
   return path
 
 

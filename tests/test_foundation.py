@@ -33,17 +33,44 @@ def test_import_jaxad_is_light():
   assert "jax" not in mods
 
 
-def test_progress_counts_and_logs_when_not_a_tty(caplog):
+def test_progress_counts_and_logs_when_not_a_tty(capsys):
   stream = io.StringIO()  # not a TTY -> log lines, no bar
-  caplog.set_level(std_logging.INFO)
   with progress_lib.Progress(total=3, desc="unit", unit="img", log_every=1e-9,
                              stream=stream) as bar:
     for _ in range(3):
       bar.update(1, loss=0.5)
   assert bar.count == 3
   assert stream.getvalue() == ""  # no bar drawn
-  text = "\n".join(r.getMessage() for r in caplog.records)
-  assert "unit: 3/3 img" in text and "loss=0.5" in text and "(done)" in text
+  lines = capsys.readouterr().err.splitlines()
+  # Bare lines on stderr: no absl/logging prefix (level letter, date, thread, file:line).
+  assert lines and all(line.startswith("unit: ") for line in lines), lines
+  assert "unit: 3/3 img" in lines[-1] and "loss=0.5" in lines[-1] and lines[-1].endswith("(done)")
+
+
+def test_log_lines_are_not_repeated_by_root_handlers(capsys):
+  root_stream = io.StringIO()
+  handler = std_logging.StreamHandler(root_stream)
+  std_logging.getLogger().addHandler(handler)
+  try:
+    progress_lib.log("hello %d", 7)
+  finally:
+    std_logging.getLogger().removeHandler(handler)
+  assert capsys.readouterr().err == "hello 7\n"
+  assert root_stream.getvalue() == ""
+
+
+def test_absent_tpu_probe_is_dropped_and_nothing_else():
+  xla_logger = std_logging.getLogger("jax._src.xla_bridge")
+
+  def passes(msg, level=std_logging.INFO):
+    record = xla_logger.makeRecord(xla_logger.name, level, "xla_bridge.py", 1, msg, (), None)
+    return xla_logger.filter(record)
+
+  assert not passes("Unable to initialize backend 'tpu': INTERNAL: Failed to open libtpu.so: "
+                    "libtpu.so: cannot open shared object file: No such file or directory")
+  assert passes("Unable to initialize backend 'cuda': no CUDA devices")
+  assert passes("Unable to initialize backend 'tpu': INTERNAL: TPU is busy")
+  assert passes("Unable to initialize backend 'tpu': Failed to open libtpu.so", std_logging.WARNING)
 
 
 def test_progress_iterator_yields_everything():
