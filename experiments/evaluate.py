@@ -8,11 +8,14 @@ Reads ``<workdir>/run.json`` (method, config, data set written by
 ``experiments/train.py``), restores the latest checkpoint (or ``--step``),
 predicts scores and maps for the test split and writes:
 
-* ``<results_dir>/<method>/<category>.json`` via ``jaxad.results.write_results``
-  (``--results_dir`` defaults to ``<workdir>/results``);
+* ``<results_dir>/<method>/<name>.json`` via ``jaxad.results.write_results``
+  (``--results_dir`` defaults to ``<workdir>/results``); ``<name>`` is ``--name``, else the
+  MVTec category / BTAD product, else the data folder's name (``jaxad.results.dataset_name``);
 * ``<workdir>/results.md``: the Markdown metrics table (also printed);
-* ``<workdir>/test_panels.png``: input | reconstruction | residual | heat map | mask
-  for ``--num_panels`` test images.
+* ``<workdir>/test_panels.png``: input | reconstruction | residual | anomaly map | mask for
+  ``--num_panels`` test images of both classes (``jaxad.viz.select_examples``), each row captioned
+  with its file name, ground truth, score and the decision at the image F1-max threshold of this
+  test set; one colour scale (the test set's map range) with a colour bar.
 
 Pixel metrics are computed when the data set has masks (``has_masks``).
 """
@@ -35,7 +38,10 @@ flags.DEFINE_string("data_dir", None, "Override the data folder stored in the ru
 flags.DEFINE_string("results_dir", None, "Results root (default: <workdir>/results).")
 flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: latest).")
 flags.DEFINE_integer("batch_size", 32, "Images per prediction call.")
-flags.DEFINE_integer("num_panels", 8, "Test images drawn into test_panels.png (0: none).")
+flags.DEFINE_integer("num_panels", 8, "Test images drawn into test_panels.png, half anomalous and "
+                     "half normal (0: none).")
+flags.DEFINE_string("name", None, "Name of the evaluated data in the results (default: the "
+                    "category / product, else the data folder's name).")
 
 
 def main(argv: list[str]) -> None:
@@ -83,24 +89,34 @@ def main(argv: list[str]) -> None:
   has_masks = bool(getattr(test, "has_masks", True))
   values = metrics.evaluate(test.labels, scores, test.masks if has_masks else None,
                             maps if has_masks else None)
-  category = kwargs.get("category") or kwargs.get("product") or (
-      f"class_{kwargs['normal_class']}" if "normal_class" in kwargs else info["dataset"])
+  name = FLAGS.name or results.dataset_name(info["dataset"], data_dir, **kwargs)
   results_dir = Path(FLAGS.results_dir) if FLAGS.results_dir else workdir / "results"
-  path = results.write_results(results_dir, info["method"], str(category), values)
+  try:
+    path = results.write_results(results_dir, info["method"], name, values, dataset=info["dataset"])
+  except ValueError as e:
+    raise app.UsageError(f"--name: {e}") from None
   table = results.markdown_tables(results.collect_results(results_dir))
   (workdir / "results.md").write_text(table + "\n")
   print(table)
   log("results: %s", path)
   if FLAGS.num_panels:
-    # Test images in a fixed, class-mixed order: anomalous first, then normal.
-    order = np.argsort(-np.asarray(test.labels), kind="stable")[:FLAGS.num_panels]
+    labels, scores = np.asarray(test.labels), np.asarray(scores)
+    order = viz.select_examples(labels, scores, FLAGS.num_panels)
+    threshold = None
+    if 0 < labels.sum() < labels.size:
+      threshold = metrics.f1_max(labels, scores)[1]
     recon = None
     if hasattr(method, "reconstruct"):
       import jax
       recon = np.clip(np.asarray(jax.jit(method.reconstruct)(state, test.images[order])), 0, 1)
-    viz.save_panels(workdir / "test_panels.png", test.images[order], maps[order],
-                    reconstructions=recon, masks=test.masks[order] if has_masks else None,
-                    max_rows=len(order), vmin=float(maps.min()), vmax=float(maps.max()))
+    title = f"{info['method']} on {name}" + (
+        f": threshold {threshold:.4g} = image F1-max on this test set" if threshold is not None else "")
+    panels = viz.save_panels(workdir / "test_panels.png", test.images[order], maps[order],
+                             reconstructions=recon, masks=test.masks[order] if has_masks else None,
+                             names=[test.names[i] for i in order], labels=labels[order],
+                             scores=scores[order], threshold=threshold, title=title,
+                             max_rows=len(order), vmin=float(maps.min()), vmax=float(maps.max()))
+    log("panels: %s", panels)
   print(json.dumps({"results": str(path), **values}))
 
 

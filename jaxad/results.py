@@ -5,6 +5,10 @@ Layout written by :func:`write_results`::
   <workdir>/<method>/<category>.json
   {"method": ..., "category": ..., "metrics": {"image_auroc": 0.951, ...}, "jaxad_version": ...}
 
+``category`` names the user's data: an MVTec category, a BTAD product, or for a folder of
+one's own images its folder name (:func:`dataset_name` derives it; a ``dataset`` key may
+record the reader, e.g. ``"folder"``).
+
 :func:`collect_results` reads every such file under a root folder into
 ``{method: {category: {metric: value}}}`` and :func:`markdown_table` turns one
 metric of that table into categories x methods with a ``Mean`` row, values in
@@ -20,7 +24,8 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["write_results", "load_results", "collect_results", "markdown_table", "markdown_tables"]
+__all__ = ["write_results", "load_results", "collect_results", "markdown_table", "markdown_tables",
+           "dataset_name"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -60,16 +65,47 @@ def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
   return out
 
 
+def dataset_name(dataset: str, root: str | os.PathLike | None = None, **kwargs) -> str:
+  """A results name for the data a run used: the user's category, product or folder name.
+
+  Args:
+    dataset: the reader's name (``"mvtec"``, ``"btad"``, ``"folder"``, ``"elpv"``, ``"mnist"``, ...).
+    root: the data folder given to ``jaxad.data.load`` (``None`` for built-in data).
+    **kwargs: the reader's keyword arguments; ``category`` (MVTec), ``product`` (BTAD) and
+      ``normal_class`` (MNIST-style) are used.
+
+  Returns:
+    ``category`` or ``product`` when given; ``"<dataset>_class<k>"`` for a one-class split; else
+    the name of ``root`` (e.g. ``"my_parts"`` for ``path/to/my_parts``, or ``"bottle"`` for one
+    MVTec category folder); else ``dataset``. Runs of characters a results file name cannot
+    hold become one ``_``.
+  """
+  if kwargs.get("category"):
+    name = str(kwargs["category"])
+  elif kwargs.get("product"):
+    name = str(kwargs["product"])
+  elif kwargs.get("normal_class") is not None:
+    name = f"{dataset}_class{int(kwargs['normal_class'])}"
+  elif root is not None and Path(root).resolve().name:
+    name = Path(root).resolve().name
+  else:
+    name = str(dataset)
+  name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_").lstrip(".+-")
+  return name or str(dataset)
+
+
 def write_results(workdir: str | os.PathLike, method: str, category: str,
-                  metrics: Mapping[str, float]) -> Path:
+                  metrics: Mapping[str, float], *, dataset: str | None = None) -> Path:
   """Writes ``<workdir>/<method>/<category>.json`` (overwrites; parent folders are created).
 
   Args:
     workdir: results root folder.
     method: method name, e.g. ``"ramfae"`` (letters, digits, ``_-.+``).
-    category: data-set category, e.g. ``"bottle"``.
+    category: name of the evaluated data, e.g. ``"bottle"`` or the folder name of one's own
+      images (see :func:`dataset_name`).
     metrics: flat ``{name: value}``, e.g. the output of ``jaxad.metrics.evaluate``; values are
       finite numbers stored as fractions (``0.951``, not ``95.1``).
+    dataset: optional reader name stored beside (``"mvtec"``, ``"folder"`` ...).
 
   Returns:
     Path of the JSON file.
@@ -82,6 +118,8 @@ def write_results(workdir: str | os.PathLike, method: str, category: str,
   path = Path(workdir) / method / f"{category}.json"
   path.parent.mkdir(parents=True, exist_ok=True)
   record = {"method": method, "category": category, "metrics": metrics, "jaxad_version": __version__}
+  if dataset is not None:
+    record["dataset"] = str(dataset)
   tmp = path.with_suffix(".json.tmp")
   tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
   tmp.replace(path)  # atomic: concurrent readers never see half a file

@@ -81,3 +81,19 @@ def test_results_errors(tmp_path):
     results.markdown_table(table, "image_auroc", methods=["scgan"])
   with pytest.raises(ValueError, match="no methods"):
     results.markdown_table({}, "image_auroc")
+
+
+def test_dataset_name_comes_from_the_users_data(tmp_path):
+  mine = tmp_path / "Gear parts (v2)"
+  mine.mkdir()
+  assert results.dataset_name("folder", mine) == "Gear_parts_v2"
+  assert results.dataset_name("folder", tmp_path / "my_parts") == "my_parts"
+  assert results.dataset_name("mvtec", tmp_path / "mvtec_ad", category="bottle") == "bottle"
+  assert results.dataset_name("mvtec", tmp_path / "mvtec_ad" / "cable") == "cable"
+  assert results.dataset_name("btad", tmp_path, product="01") == "01"
+  assert results.dataset_name("mnist", tmp_path / "mnist", normal_class=7) == "mnist_class7"
+  assert results.dataset_name("elpv", None) == "elpv"
+  name = results.dataset_name("folder", mine)
+  path = results.write_results(tmp_path / "res", "smcc", name, {"image_auroc": 0.5}, dataset="folder")
+  record = results.load_results(path)
+  assert record["category"] == name and record["dataset"] == "folder"

@@ -54,7 +54,7 @@ def test_save_panels_layout_and_content(tmp_path):
   maps = rng.random((n, h, w)).astype(np.float32) * 5
   masks = (rng.random((n, h, w)) > 0.5).astype(np.float32)
   path = viz.save_panels(tmp_path / "sub" / "panels.png", images, maps, reconstructions=recs,
-                         masks=masks, max_rows=2)
+                         masks=masks, max_rows=2, annotate=False)
   png = np.asarray(Image.open(path).convert("RGB")).astype(np.float32) / 255
   gap, cols, rows = 2, 5, 2
   assert png.shape == (rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 3)
@@ -77,10 +77,10 @@ def test_save_panels_skips_absent_columns_and_uses_given_range(tmp_path):
   rng = np.random.default_rng(2)
   images = rng.random((2, 6, 6, 1)).astype(np.float32)
   maps = np.full((2, 6, 6), 0.5, np.float32)
-  grid = viz.make_panels(images, maps, vmin=0.0, vmax=1.0, gap=0)
+  grid = viz.make_panels(images, maps, vmin=0.0, vmax=1.0, gap=0, annotate=False)
   assert grid.shape == (12, 12, 3)  # input | heatmap
   np.testing.assert_allclose(grid[:6, 6:], viz.heatmap_overlay(images[0], maps[0]), atol=1e-6)
-  path = viz.save_panels(tmp_path / "p.png", images, maps, masks=np.zeros((2, 6, 6)))
+  path = viz.save_panels(tmp_path / "p.png", images, maps, masks=np.zeros((2, 6, 6)), annotate=False)
   assert Image.open(path).size == (3 * 6 + 2 * 2, 2 * 6 + 2)
 
 
@@ -101,3 +101,69 @@ def test_panel_errors(tmp_path):
     viz.make_panels(images, maps, max_rows=0)
   with pytest.raises(ValueError, match="channels"):
     viz.make_panels(np.zeros((2, 6, 6, 2)), maps)
+
+
+def test_annotated_panel_cells_colour_bar_and_captions():
+  rng = np.random.default_rng(3)
+  n, h, w = 4, 40, 36
+  images = rng.random((n, h, w, 3)).astype(np.float32)
+  maps = rng.random((n, h, w)).astype(np.float32)
+  masks = (rng.random((n, h, w)) > 0.5).astype(np.float32)
+  kw = dict(masks=masks, names=[f"test/crack/{i:03d}.png" for i in range(n)], labels=[1, 1, 0, 0],
+            scores=[0.9, 0.2, 0.8, 0.1], threshold=0.5, vmin=-1.0, vmax=2.0, title="a title")
+  grid, layout = viz.make_panels(images, maps, return_layout=True, **kw)
+  assert layout["columns"] == ["input", "anomaly map", "gt mask"] and layout["range"] == (-1.0, 2.0)
+  heat = (maps - (-1.0)) / 3.0  # the given range, the same for every row
+  for i in range(n):
+    top, left = layout["cells"][(i, 0)]
+    np.testing.assert_allclose(grid[top:top + h, left:left + w], images[i], atol=1e-6)
+    top, left = layout["cells"][(i, 1)]
+    np.testing.assert_allclose(grid[top:top + h, left:left + w],
+                               viz.heatmap_overlay(images[i], heat[i]), atol=1e-6)
+  top, left, bar_h, bar_w = layout["colorbar"]
+  np.testing.assert_allclose(grid[top + bar_h // 2, left:left + bar_w],
+                             viz.jet(np.linspace(0, 1, bar_w)), atol=1e-6)
+  # Captions are drawn left of the cells: ink in the caption column of every row, and a row's
+  # decision colour is green (right) or red (wrong): rows 1 (anomalous, 0.2 < 0.5) and 2 (normal,
+  # 0.8 >= 0.5) are wrong.
+  cap_left = layout["cells"][(0, 0)][1]
+  row_tops = [layout["cells"][(i, 0)][0] for i in range(n)] + [layout["colorbar"][0]]
+  for i in range(n):
+    caption = grid[row_tops[i]:row_tops[i + 1], :cap_left]
+    assert caption.min() < 0.5
+    red = caption[..., 0] - caption[..., 1] > 0.3
+    green = caption[..., 1] - caption[..., 0] > 0.2
+    assert (red.any(), green.any()) == ((True, False) if i in (1, 2) else (False, True)), i
+  # The text depends on the data: another file name changes the caption pixels.
+  other = viz.make_panels(images, maps, **{**kw, "names": ["x.png"] * n})
+  assert other.shape != grid.shape or not np.array_equal(other, grid)
+  bare = viz.make_panels(images, maps, masks=masks, annotate=False)
+  assert bare.shape == (n * h + (n - 1) * 2, 3 * w + 2 * 2, 3)
+
+
+def test_select_examples_takes_both_classes_best_to_worst():
+  labels = np.array([0, 1, 0, 1, 1, 0, 1, 0, 0])
+  scores = np.array([0.1, 0.9, 0.5, 0.3, 0.7, 0.2, 0.4, 0.8, 0.05])
+  idx = viz.select_examples(labels, scores, 4)
+  np.testing.assert_array_equal(idx, [1, 3, 7, 8])  # anomalous: top and bottom; normal: same
+  assert list(viz.select_examples(labels, scores, 5)) == [1, 6, 3, 7, 8]  # ranks 0, 2, 3
+  assert sorted(viz.select_examples(labels, scores, 100)) == list(range(9))
+  only_normal = viz.select_examples(np.zeros(3, int), np.arange(3.0), 2)
+  np.testing.assert_array_equal(only_normal, [2, 0])
+  with pytest.raises(ValueError, match="labels"):
+    viz.select_examples([0, 2], [0.1, 0.2], 2)
+  with pytest.raises(ValueError, match="n must be"):
+    viz.select_examples([0, 1], [0.1, 0.2], 0)
+
+
+def test_annotation_errors():
+  images = np.zeros((2, 6, 6, 3), np.float32)
+  maps = np.zeros((2, 6, 6), np.float32)
+  with pytest.raises(ValueError, match="names"):
+    viz.make_panels(images, maps, names=["a"])
+  with pytest.raises(ValueError, match="labels"):
+    viz.make_panels(images, maps, labels=[0, 3])
+  with pytest.raises(ValueError, match="scores"):
+    viz.make_panels(images, maps, scores=[0.1, np.nan])
+  with pytest.raises(ValueError, match="threshold"):
+    viz.make_panels(images, maps, scores=[0.1, 0.2], threshold=np.inf)

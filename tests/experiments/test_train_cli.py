@@ -66,7 +66,8 @@ def test_train_resume_evaluate(folder, tmp_path):
   values = json.loads(ev.stdout.strip().splitlines()[-1])
   for name in ("image_auroc", "pixel_auroc", "aupro"):
     assert 0.0 <= values[name] <= 1.0
-  record = json.loads((wd / "results" / "conv_ae" / "folder.json").read_text())
+  record = json.loads((wd / "results" / "conv_ae" / f"{folder.name}.json").read_text())
+  assert record["category"] == folder.name and record["dataset"] == "folder"  # the user's folder
   assert record["metrics"]["image_auroc"] == values["image_auroc"]
   assert "conv_ae" in (wd / "results.md").read_text()
   assert (wd / "test_panels.png").stat().st_size > 0
