@@ -31,7 +31,7 @@ is the cost of producing the two outputs at all: jax ``jnp.minimum(x, 1)`` plus 
 zero mask vs NumPy ``images.copy()`` (``new``/``fused``; nothing in ``donate``) plus
 ``np.zeros``. Prints a Markdown table.
 
-  flock /tmp/jaxad-bench.lock .venv/bin/python experiments/benchmark_augment.py \
+  python experiments/benchmark_augment.py \
       --batch 64 --size 256 --repeats 3 [--mode new|donate|fused]
 """
 

@@ -5,9 +5,13 @@ Each (task, implementation) runs once in its own subprocess, so the reported pea
 not polluted by other runs. JAX is reported twice: ``cold`` (first call, includes compilation)
 and ``warm`` (second call, same shapes). Prints a Markdown table.
 
-Example (one task and size per invocation, each under the shared benchmark lock):
-  flock /tmp/jaxad-bench.lock .venv/bin/python experiments/benchmark_cluster.py \
-      --task=knn --n=20000 --d=512
+Example (one task and size per invocation; run it on an otherwise idle machine):
+  python experiments/benchmark_cluster.py --task=knn --n=20000 --d=512
+Real patch features (MobileNetV2 on the first 128 MVTec AD bottle training images):
+  python experiments/benchmark_cluster.py --task=features --mvtec_dir=path/to/mvtec_ad \
+      --npy=runs/bench/bottle_feats.npy
+  python experiments/benchmark_cluster.py --task=greedy --n=100000 --d=1728 --data=npy \
+      --npy=runs/bench/bottle_feats.npy
 Tasks: kmeans (k=--k_kmeans, vs sklearn KMeans n_init=1), gmm (k=--k_gmm, --covariance, vs sklearn
 GaussianMixture; --gmm_max_iter/--gmm_tol/--gmm_init=shared/--fit_seeds for equal-start and
 fixed-iteration comparisons), greedy (m = --ratio * n, vs an anomalib-style torch loop and a NumPy loop),
@@ -45,8 +49,8 @@ flags.DEFINE_string("out", "", "Internal: where the child writes its arrays (.np
 flags.DEFINE_integer("seed", 0, "Data seed.")
 flags.DEFINE_enum("data", "mix", ["mix", "gauss", "npy"], "mix: 64 anisotropic blobs (default); "
                   "gauss: i.i.d. N(0, 1) (nothing to prune); npy: the first --n rows of --npy.")
-flags.DEFINE_string("npy", "/tmp/jaxad_bottle_feats.npy", "Feature file for --data=npy / --task=features.")
-flags.DEFINE_string("mvtec_dir", "../shared/data/mvtec_ad", "MVTec AD root for --task=features.")
+flags.DEFINE_string("npy", None, "Feature file (.npy) read by --data=npy and written by --task=features.")
+flags.DEFINE_string("mvtec_dir", None, "MVTec AD root (folder of category folders) for --task=features.")
 flags.DEFINE_integer("repeats", 1, "Timed runs per implementation (the minimum is reported).")
 flags.DEFINE_integer("gmm_max_iter", 100, "GMM: maximum EM iterations (both libraries).")
 flags.DEFINE_float("gmm_tol", 1e-3, "GMM: tolerance on the change of the mean log-likelihood (both "
@@ -64,7 +68,6 @@ flags.DEFINE_float("reg_covar", 1e-6, "GMM: added to the covariance diagonals (b
 flags.DEFINE_list("fit_seeds", ["0"], "GMM: fit seeds (k-means key / random_state); quality is "
                   "reported as mean [min, max] over seeds, time as the mean per fit.")
 
-_LOAD0 = (0.0, 0.0, 0.0)
 IMPLS = {
   "kmeans": ["jaxad", "sklearn"],
   "gmm": ["jaxad", "sklearn"],
@@ -102,6 +105,8 @@ def write_features() -> None:
   import numpy as np
   from PIL import Image
   from jaxad import backbones as bb
+  if not FLAGS.mvtec_dir or not FLAGS.npy:
+    raise app.UsageError("--task=features needs --mvtec_dir=path/to/mvtec_ad and --npy=<output .npy>")
   files = sorted(glob.glob(os.path.join(FLAGS.mvtec_dir, "bottle/train/good/*.png")))[:128]
   if not files:
     raise FileNotFoundError(f"no MVTec AD bottle images under {FLAGS.mvtec_dir}/bottle/train/good")
@@ -121,6 +126,7 @@ def write_features() -> None:
 
   x = np.concatenate([np.asarray(feats(imgs[i:i + 16])) for i in range(0, len(imgs), 16)])
   x = x.reshape(-1, x.shape[-1]).astype(np.float32)
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.npy)), exist_ok=True)
   np.save(FLAGS.npy, x)
   print(f"wrote {FLAGS.npy}: {x.shape}")
 
@@ -173,7 +179,7 @@ def run_child() -> None:
       m = int(FLAGS.ratio * FLAGS.n)
       # Features already on the device, as after a jitted feature extractor (the loops get their
       # projected features in memory too); the host->device copy of a fresh 100k x 1536 NumPy
-      # array alone takes ~2 s on this machine (page faults of the new buffer).
+      # array alone takes ~2 s for 690 MB on a 2-core CPU (page faults of the new buffer).
       xd = jax.block_until_ready(jax.device_put(x))
       fn = lambda: jax.block_until_ready(jc.greedy_coreset(key, xd, m,
                                                            projection_dim=FLAGS.projection_dim,
@@ -356,11 +362,18 @@ def main(argv) -> None:
     write_features()
     return
   import numpy as np
-  global _LOAD0
-  _LOAD0 = os.getloadavg()
+  if FLAGS.data == "npy" and not FLAGS.npy:
+    raise app.UsageError("--data=npy needs --npy=<features .npy> (written by --task=features)")
+  with tempfile.TemporaryDirectory(prefix="bench_cluster_") as tmp:  # parent <-> child arrays
+    results = _run_children(tmp)
+  _print_table(results)
+
+
+def _run_children(tmp: str) -> dict:
+  """Runs every implementation in its own subprocess; returns their RESULT records."""
+  import numpy as np
   impls = FLAGS.impls or IMPLS[FLAGS.task]
   results = {}
-  tmp = tempfile.mkdtemp(prefix="bench_cluster_")
   if FLAGS.task == "gmm" and FLAGS.gmm_init != "kmeans":
     x = load_data(FLAGS.n, FLAGS.d, FLAGS.seed)
     for s in FLAGS.fit_seeds:
@@ -383,7 +396,7 @@ def main(argv) -> None:
       res["arrays"] = dict(np.load(path))
     results[impl] = res
     print(f"[{impl}] {json.dumps({k: v for k, v in res.items() if k != 'arrays'})}", file=sys.stderr)
-  _print_table(results)
+  return results
 
 
 def _print_table(results: dict) -> None:
@@ -395,9 +408,8 @@ def _print_table(results: dict) -> None:
                    f"tol={FLAGS.gmm_tol:g} reg_covar={FLAGS.reg_covar:g}"),
            "greedy": f"m={int(FLAGS.ratio * FLAGS.n)} P={FLAGS.projection_dim}",
            "knn": f"Q={FLAGS.queries} k={FLAGS.k_knn}"}[task]
-  load = os.getloadavg()
-  print(f"\nrepeats={FLAGS.repeats} (min reported); load average before/after: "
-        f"{_LOAD0[0]:.1f} / {load[0]:.1f} on {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+  print(f"\nrepeats={FLAGS.repeats} (min reported); {os.cpu_count()} CPUs; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
   print(f"\n| task | size | impl | time (s) | JAX cold (s) | extra peak RSS (MiB) | quality |")
   print("|---|---|---|---|---|---|---|")
   ref_impl = {"knn": "faiss" if "faiss" in results else "torch_cdist", "greedy": "numpy_loop"}.get(task)

@@ -3,9 +3,10 @@
 Prints a Markdown table. Epoch = load the train and test splits (through
 ``jaxad.data.load``) and iterate every batch of both once.
 
-  flock /tmp/jaxad-bench.lock .venv/bin/python experiments/benchmark_data.py \
-      --data_dir=../shared/data/mvtec_ad/bottle --image_size=256
-  flock /tmp/jaxad-bench.lock .venv/bin/python experiments/benchmark_data.py --dataset=elpv --image_size=128
+  python experiments/benchmark_data.py --data_dir=path/to/mvtec_ad/bottle --image_size=256
+  python experiments/benchmark_data.py --dataset=elpv --image_size=128
+
+The .npz cache goes to ``--cache_dir``, else to a temporary folder that is removed at the end.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ from absl import app, flags
 import jaxad.data as data
 
 _DATASET = flags.DEFINE_enum("dataset", "mvtec", ["mvtec", "btad", "folder", "elpv"], "data set")
-_DATA_DIR = flags.DEFINE_string("data_dir", str(Path(__file__).resolve().parents[2] / "shared" / "data" /
-                                                 "mvtec_ad" / "bottle"),
+_DATA_DIR = flags.DEFINE_string("data_dir", None,
                                 "data folder (an MVTec AD category folder for --dataset=mvtec; "
-                                "ignored for elpv)")
+                                "not needed for elpv)")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 256, "resize target (square)")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "global batch size")
 _WORKERS = flags.DEFINE_integer("num_workers", 0, "decoding threads (0 = default min(4, cpus))")
@@ -50,6 +50,8 @@ def _epoch(cache_dir: str, epoch: int) -> tuple[float, float, int]:
 
 def main(argv):
   del argv
+  if _DATASET.value != "elpv" and not _DATA_DIR.value:
+    raise app.UsageError(f"--dataset={_DATASET.value} needs --data_dir (e.g. path/to/mvtec_ad/bottle)")
   cache_dir = _CACHE_DIR.value or tempfile.mkdtemp(prefix="jaxad-bench-cache-")
   fresh = not _CACHE_DIR.value
   try:
@@ -64,7 +66,7 @@ def main(argv):
       shutil.rmtree(cache_dir, ignore_errors=True)
   first = rows[0][1] + rows[0][2]
   print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
-        f"{os.cpu_count()} CPUs (shared machine), {_DATASET.value} {'' if _DATASET.value == 'elpv' else _DATA_DIR.value}, {_IMAGE_SIZE.value}x{_IMAGE_SIZE.value}, "
+        f"{os.cpu_count()} CPUs, {_DATASET.value} {'' if _DATASET.value == 'elpv' else _DATA_DIR.value}, {_IMAGE_SIZE.value}x{_IMAGE_SIZE.value}, "
         f"batch {_BATCH.value}, .npz cache {npz_mb:.0f} MiB")
   print()
   print("| epoch | load s | batches s | total s | images | images/s | speed-up vs epoch 1 |")

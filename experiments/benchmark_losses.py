@@ -8,12 +8,11 @@ References, in the same process:
 
 Each timing is the median of ``--repeats`` runs of ``loss.sum()`` + gradient w.r.t. ``x`` (after a
 warm-up / compile run); jaxad runs under ``jax.jit``. The implementations alternate per repeat so
-load from other processes hits both alike. Prints a Markdown table.
+other processes on the machine slow both alike. Prints a Markdown table.
 
-  flock /tmp/jaxad-bench.lock .venv/bin/python experiments/benchmark_losses.py
-  # load-robust variant (both libraries on one core), only the SSIM rows:
-  flock /tmp/jaxad-bench.lock taskset -c 1 .venv/bin/python experiments/benchmark_losses.py \
-      --torch_threads 1 --cases ssim_same,ssim_valid
+  python experiments/benchmark_losses.py
+  # both libraries on one core, only the SSIM rows:
+  taskset -c 1 python experiments/benchmark_losses.py --torch_threads 1 --cases ssim_same,ssim_valid
 """
 
 from __future__ import annotations
@@ -123,7 +122,6 @@ def main(argv):
   if FLAGS.cases:
     cases = {keys[k]: cases[keys[k]] for k in FLAGS.cases}
   rows = []
-  load_before = os.getloadavg()[0]
   for name, (jfn, tfn, tname) in cases.items():
     jgrad = jax.jit(jax.value_and_grad(lambda a, b_: jnp.sum(jfn(a, b_))))
     jfwd = jax.jit(lambda a, b_: jnp.sum(jfn(a, b_)))
@@ -161,8 +159,7 @@ def main(argv):
 
   print(f"\nbatch {b}x{s}x{s}x{c} float32, jax {jax.__version__} ({jax.default_backend()}), "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), median of "
-        f"{FLAGS.repeats}; load average (1 min) {load_before:.1f} before, "
-        f"{os.getloadavg()[0]:.1f} after, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+        f"{FLAGS.repeats}; {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
   print("| loss | torch reference | jaxad fwd ms | torch fwd ms | jaxad fwd+bwd ms | "
         "torch fwd+bwd ms | speed-up fwd+bwd (torch/jaxad) | loss jaxad / torch |")
   print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")

@@ -14,7 +14,7 @@ References:
     up to FPR 0.3 / 0.3).
 
 Usage:
-  flock /tmp/jaxad-bench.lock .venv/bin/python experiments/benchmark_metrics.py
+  python experiments/benchmark_metrics.py
 """
 
 from __future__ import annotations

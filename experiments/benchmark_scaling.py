@@ -6,7 +6,7 @@ shards a global batch of ``--per_device_batch * n`` images (weak scaling; or a
 fixed ``--global_batch``, strong scaling) and times ``--steps`` jitted train steps
 after ``--warmup`` steps (the first one compiles). Prints a Markdown table.
 
-CPU (this machine): ``--host_devices=8`` (default) forces 8 virtual CPU devices
+CPU: ``--host_devices=8`` (default) forces 8 virtual CPU devices
 via ``XLA_FLAGS=--xla_force_host_platform_device_count`` before JAX starts; they
 share the same cores, so this measures overhead, not speed-up.
 
@@ -18,7 +18,7 @@ CPU platform, JAX uses the accelerators::
 
 Example (CPU)::
 
-  flock /tmp/jaxad-bench.lock python experiments/benchmark_scaling.py --method=conv_ae
+  python experiments/benchmark_scaling.py --method=conv_ae
 """
 
 from __future__ import annotations

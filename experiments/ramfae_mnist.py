@@ -12,10 +12,9 @@ reports the mean squared reconstruction error per image (the paper notes MNIST "
 well modeled by simply using MSE"), then prints a Markdown table beside Table 5 and
 writes JSON.
 
-Usage (CPU-feasible sizes; take the shared lock):
-  flock /tmp/jaxad-bench.lock .venv/bin/python experiments/ramfae_mnist.py \
-      --data_dir=../shared/data/mnist --epochs=5 --base_features=16 --max_features=64 \
-      --out=runs/ramfae_mnist/results.json
+Usage (CPU-feasible sizes; ``--data_dir`` holds the MNIST IDX files):
+  python experiments/ramfae_mnist.py --data_dir=path/to/mnist --epochs=5 --learning_rate=1e-3 \
+      --base_features=16 --max_features=64 --decay_steps=500 --out=runs/ramfae_mnist/results.json
 """
 
 from __future__ import annotations
@@ -31,7 +30,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
   sys.path.insert(0, str(REPO_ROOT))
 
-flags.DEFINE_string("data_dir", str(REPO_ROOT.parent / "shared" / "data" / "mnist"), "MNIST IDX folder")
+flags.DEFINE_string("data_dir", None, "MNIST IDX folder (*-images-idx3-ubyte[.gz] + labels)")
+flags.mark_flag_as_required("data_dir")
 flags.DEFINE_string("digits", "0,1,2,3,4,5,6,7,8,9", "normal classes to run")
 flags.DEFINE_integer("image_size", 32, "resize target (divisible by 8)")
 flags.DEFINE_integer("epochs", 5, "training epochs per digit")

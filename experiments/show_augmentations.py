@@ -1,12 +1,12 @@
 """Draws a PNG grid of every jaxad.augment transform on real images.
 
-Rows: images (MVTec AD bottle train images from ../shared/data when present, plus
-scikit-image sample photos). Columns: original, copy_paste, copy_paste + jitter,
+Rows: images (two MVTec AD bottle train images when ``--data`` names a folder holding
+``mvtec_ad/bottle``, plus scikit-image sample photos). Columns: original, copy_paste, copy_paste + jitter,
 cut_paste, cut_paste + rotation + jitter, delete_paste, cutout (black), cutout
 (random colour), random_erasing, confetti, color_jitter. Masks of the anomaly
 transforms are outlined in red.
 
-  .venv/bin/python experiments/show_augmentations.py --out docs/figures/augmentations.png
+  python experiments/show_augmentations.py --data=path/to/data --out docs/figures/augmentations.png
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from jaxad import augment as A
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "docs/figures/augmentations.png", "Output PNG.")
-flags.DEFINE_string("data", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"),
-                    "Shared data folder (MVTec AD bottle under mvtec_ad/bottle).")
+flags.DEFINE_string("data", None, "Optional folder holding mvtec_ad/bottle (adds two bottle rows).")
 flags.DEFINE_integer("size", 96, "Image side in pixels.")
 flags.DEFINE_integer("seed", 0, "PRNG seed.")
 
@@ -44,11 +43,13 @@ COLUMNS = [
 ]
 
 
-def load_images(size: int, data: Path) -> tuple[np.ndarray, list[str]]:
+def load_images(size: int, data: Path | None) -> tuple[np.ndarray, list[str]]:
   """Returns float32 [B, size, size, 3] in [0, 1] and a name per image."""
   imgs, names = [], []
-  bottle = data / "mvtec_ad" / "bottle" / "train" / "good"
-  for path in sorted(bottle.glob("*.png"))[:2]:
+  bottle = data / "mvtec_ad" / "bottle" / "train" / "good" if data is not None else None
+  if bottle is not None and not bottle.is_dir():
+    raise FileNotFoundError(f"--data={data}: no MVTec AD bottle training images at {bottle}")
+  for path in (sorted(bottle.glob("*.png"))[:2] if bottle is not None else []):
     imgs.append(Image.open(path).convert("RGB"))
     names.append(f"bottle/{path.name}")
   from skimage import data as skdata  # sample photos shipped with scikit-image
@@ -75,7 +76,7 @@ def outline(tile: Image.Image, mask: np.ndarray) -> Image.Image:
 
 def main(argv: list[str]) -> None:
   del argv
-  images, names = load_images(FLAGS.size, Path(FLAGS.data))
+  images, names = load_images(FLAGS.size, Path(FLAGS.data) if FLAGS.data else None)
   x = jnp.asarray(images)
   key = jax.random.key(FLAGS.seed)
   size, pad, label_h = FLAGS.size, 4, 14
