@@ -179,7 +179,7 @@ def run_child() -> None:
       m = int(FLAGS.ratio * FLAGS.n)
       # Features already on the device, as after a jitted feature extractor (the loops get their
       # projected features in memory too); the host->device copy of a fresh 100k x 1536 NumPy
-      # array alone takes ~2 s for 690 MB on a 2-core CPU (page faults of the new buffer).
+      # array alone takes ~2 s for 690 MB (page faults of the new buffer).
       xd = jax.block_until_ready(jax.device_put(x))
       fn = lambda: jax.block_until_ready(jc.greedy_coreset(key, xd, m,
                                                            projection_dim=FLAGS.projection_dim,

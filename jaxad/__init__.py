@@ -19,7 +19,7 @@ __all__ = ["__version__"]
 
 
 def _drop_absent_tpu_probe(record: _logging.LogRecord) -> bool:
-  """Logging filter: False for JAX's "no libtpu on this machine" INFO record."""
+  """Logging filter: False for JAX's "libtpu is not installed" INFO record."""
   if record.levelno > _logging.INFO:
     return True
   try:
