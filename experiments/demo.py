@@ -16,7 +16,8 @@ Runs offline from installed packages only (``elpv-dataset`` for the images,
 4. writes ``<out>/panels.png`` (input | anomaly map of ``--num_panels`` test cells, half defective
    and half normal, from the highest- to the lowest-scored of each class; every row names the
    cell, its ground truth, its score and the decision at the image F1-max threshold; one colour
-   bar for the map scale) and the numbers to ``<out>/results.json``.
+   bar for the map scale) and the numbers to ``<out>/results.json``. Decoded images are cached in
+   ``<out>/cache`` (``--cache_dir``); nothing is written outside ``--out``.
 
 ELPV has no pixel masks, so only image-level metrics are reported. All flags have defaults:
 ``python experiments/demo.py``.
@@ -54,7 +55,7 @@ flags.DEFINE_string("backbone", "mobilenet_v2", "mobilenet_v2 or efficientnet_li
 flags.DEFINE_bool("compare", False, "Also score with the pretrained bank (no self-update).")
 flags.DEFINE_string("out", "runs/demo", "Output folder (panels, results.json).")
 flags.DEFINE_integer("num_panels", 8, "Test cells drawn into panels.png (half defective).")
-flags.DEFINE_string("cache_dir", ".cache/data", "Decoded-image cache ('' to disable).")
+flags.DEFINE_string("cache_dir", None, "Decoded-image cache (default: <out>/cache; '' to disable).")
 
 
 def subset(split: data.ArraySplit, idx: np.ndarray) -> data.ArraySplit:
@@ -79,7 +80,7 @@ def main(argv: list[str]) -> None:
   print(f"jaxad {jaxad.__version__} | jax {jax.__version__} | {jax.default_backend()} x "
         f"{jax.device_count()} | SMCC on ELPV ({FLAGS.cell_type} cells, {FLAGS.backbone}, {FLAGS.image_size}px)")
   rng = np.random.default_rng(FLAGS.seed)
-  cache = FLAGS.cache_dir or None
+  cache = str(out / "cache") if FLAGS.cache_dir is None else (FLAGS.cache_dir or None)
   kw = dict(image_size=FLAGS.image_size, channels=3, seed=FLAGS.seed, cache_dir=cache,
             cell_type=None if FLAGS.cell_type == "both" else FLAGS.cell_type)
   train = data.load_elpv("train", **kw)
