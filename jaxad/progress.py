@@ -144,7 +144,8 @@ class Progress:
       self._bar.update(n)
       return
     now = time.perf_counter()
-    if not self._quiet and now - self._last_log >= self.log_every:
+    last = self.total is not None and self.count >= self.total  # close() writes that line
+    if not self._quiet and not last and now - self._last_log >= self.log_every:
       self._last_log = now
       log("%s", self.format())
 

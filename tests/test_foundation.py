@@ -45,6 +45,7 @@ def test_progress_counts_and_logs_when_not_a_tty(capsys):
   # Bare lines on stderr: no absl/logging prefix (level letter, date, thread, file:line).
   assert lines and all(line.startswith("unit: ") for line in lines), lines
   assert "unit: 3/3 img" in lines[-1] and "loss=0.5" in lines[-1] and lines[-1].endswith("(done)")
+  assert sum("3/3" in line for line in lines) == 1  # the last step is reported once, by close()
 
 
 def test_log_lines_are_not_repeated_by_root_handlers(capsys):
