@@ -1,4 +1,4 @@
-"""Shared helper: turn a list of (image file, mask file, label, defect type) into an ArraySplit."""
+"""Turns a list of (image file, mask file, label, defect type) into an ArraySplit (for every reader)."""
 
 from __future__ import annotations
 
