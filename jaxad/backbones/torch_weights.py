@@ -38,6 +38,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 __all__ = [
+  "NotACheckpointError",
   "UnsafeCheckpointError",
   "load_torch_state_dict",
   "torch_key_to_flax_path",
@@ -50,6 +51,10 @@ _MAX_LEGACY_PROTOCOL = 1001
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
   """A checkpoint's pickle names a global outside the tensor/storage allow-list."""
+
+
+class NotACheckpointError(pickle.UnpicklingError, ValueError):
+  """A file is in neither of ``torch.save``'s formats (e.g. a text file named ``.pth``)."""
 
 
 def _bfloat16():
@@ -233,11 +238,36 @@ def _load_zip(path: str) -> Any:
   return _materialise(obj)
 
 
+def _not_a_checkpoint(path: str, head: bytes, detail: str) -> NotACheckpointError:
+  """The error for a file that is neither of ``torch.save``'s formats, with a hint from its start."""
+  text = head.lstrip()
+  if text.startswith(b"version https://git-lfs"):
+    hint = " It is a Git LFS pointer: fetch the real file (git lfs pull)."
+  elif text[:1] in (b"<", b"{") or text.lower().startswith((b"<!doctype", b"<html")):
+    hint = " It looks like a web page or JSON (a failed download?)."
+  elif head and all(32 <= c < 127 or c in (9, 10, 13) for c in head):
+    hint = " It is a text file."
+  else:
+    hint = ""
+  return NotACheckpointError(
+    f"{path!r} is not a PyTorch checkpoint: expected a file written by torch.save, either a zip "
+    f"archive holding */data.pkl (PyTorch >= 1.6) or the legacy format that starts with a "
+    f"pickled magic number; the file starts with {head[:32]!r} ({detail}).{hint}")
+
+
 def _load_legacy(path: str) -> Any:
   with open(path, "rb") as f:
-    magic = _RestrictedUnpickler(f, {}, path).load()
-    if magic != _LEGACY_MAGIC:
-      raise pickle.UnpicklingError(f"{path!r} is neither a zip nor a legacy PyTorch checkpoint")
+    head = f.read(64)
+    f.seek(0)
+    try:
+      magic = _RestrictedUnpickler(f, {}, path).load()
+    except UnsafeCheckpointError:
+      raise
+    except Exception as e:  # noqa: BLE001 - any failure to read the first record: wrong format
+      raise _not_a_checkpoint(path, head, f"{type(e).__name__}: {e}") from e
+    if not (isinstance(magic, int) and magic == _LEGACY_MAGIC):
+      raise _not_a_checkpoint(path, head, f"its first pickle holds a {type(magic).__name__}, "
+                                          "not the legacy magic number")
     protocol = _RestrictedUnpickler(f, {}, path).load()
     if protocol != _MAX_LEGACY_PROTOCOL:
       raise pickle.UnpicklingError(f"{path!r}: unsupported legacy protocol {protocol!r}")
@@ -281,7 +311,9 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     FileNotFoundError: ``path`` does not exist.
     UnsafeCheckpointError: the pickle names a global other than torch storages, the tensor
       rebuild functions or ``collections.OrderedDict`` (nothing is called in that case).
-    pickle.UnpicklingError: the file is not a PyTorch checkpoint or is truncated.
+    NotACheckpointError: the file is in neither format (a text file, a web page, a Git LFS
+      pointer, a plain pickle...); the message names the file and what was expected.
+    pickle.UnpicklingError: the checkpoint is malformed or truncated.
 
   References:
     PyTorch ``torch.serialization`` (zip and legacy formats).

@@ -162,3 +162,27 @@ def test_torch_to_flax_layouts():
   np.testing.assert_array_equal(s["bn"]["var"], bn.running_var.numpy())
   assert set(p["bn"]) == {"scale", "bias"} and set(s["bn"]) == {"mean", "var"}
   assert "num_batches_tracked" not in str(out)
+
+
+def test_not_a_checkpoint_names_file_and_expected_format(tmp_path):
+  from jaxad import backbones as bb
+  text = tmp_path / "mobilenet_v2-b0353104.pth"
+  text.write_text("<!DOCTYPE html><html>404 Not Found</html>\n")
+  with pytest.raises(tw.NotACheckpointError, match=r"mobilenet_v2-b0353104\.pth.*not a PyTorch "
+                     r"checkpoint: expected a file written by torch\.save.*web page"):
+    tw.load_torch_state_dict(text)
+  # Through the public loader too, and still an UnpicklingError for callers that catch that.
+  with pytest.raises(pickle.UnpicklingError, match=r"mobilenet_v2-b0353104\.pth.*zip archive"):
+    bb.load_pretrained("mobilenet_v2", path=text)
+  lfs = tmp_path / "lfs.pth"
+  lfs.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 14212972\n")
+  with pytest.raises(tw.NotACheckpointError, match=r"lfs\.pth.*Git LFS pointer"):
+    tw.load_torch_state_dict(lfs)
+  empty = tmp_path / "empty.pth"
+  empty.write_bytes(b"")
+  with pytest.raises(tw.NotACheckpointError, match=r"empty\.pth.*EOFError"):
+    tw.load_torch_state_dict(empty)
+  plain = tmp_path / "plain.pth"
+  plain.write_bytes(pickle.dumps({"a": 1}))
+  with pytest.raises(tw.NotACheckpointError, match=r"plain\.pth.*holds a dict, not the legacy"):
+    tw.load_torch_state_dict(plain)
