@@ -59,33 +59,33 @@ def main(argv: list[str]) -> None:
   info = json.loads(run_file.read_text())
   if "dataset" not in info:
     raise app.UsageError(f"{run_file} has no data set (trained from Python, not train.py); "
-                         "evaluate with jaxad.train.loop.predict_dataset + jaxad.metrics.evaluate")
+                         "evaluate with jaxad.train.predict.predict_dataset + jaxad.metrics.evaluate")
   data_dir = FLAGS.data_dir or info.get("data_dir")
   if data_dir is not None and not Path(data_dir).is_dir():
     raise app.UsageError(f"data folder {data_dir} does not exist (pass --data_dir)")
 
   import numpy as np
-  from jaxad import data, metrics, models, results, viz
+  from jaxad import data, metrics, results, viz
   from jaxad.progress import log
   from jaxad.train import loop
-  from jaxad.train.checkpoint import CheckpointMismatchError, quiet_orbax_logs
+  from jaxad.train.checkpoint import (CheckpointMismatchError, CheckpointUnreadableError,
+                                      quiet_orbax_logs)
+  from jaxad.train.mesh import to_host
+  from jaxad.train.predict import predict_dataset
 
   quiet_orbax_logs()
 
   try:
-    method = models.get(info["method"])
-  except ValueError as e:
+    restored = loop.restore(workdir, step=FLAGS.step)
+  except (ValueError, FileNotFoundError, CheckpointMismatchError, CheckpointUnreadableError) as e:
     raise app.UsageError(str(e)) from None
-  try:
-    state, info = loop.restore_state(method, workdir, step=FLAGS.step)
-  except (FileNotFoundError, CheckpointMismatchError) as e:
-    raise app.UsageError(str(e)) from None
-  log("restored %s at step %d", workdir, int(np.asarray(loop.to_host(state.step))))
+  method, config, state = restored.method, restored.config, restored.state
+  log("restored %s at step %d", workdir, int(to_host(state.step)))
 
   kwargs = dict(info.get("data_kwargs", {}))
   test = data.load(info["dataset"], data_dir, "test", **kwargs)
-  scores, maps = loop.predict_dataset(method, state, test.images, batch_size=FLAGS.batch_size,
-                                      desc="evaluate")
+  scores, maps = predict_dataset(method, config, state, test.images, batch_size=FLAGS.batch_size,
+                                 desc="evaluate")
   has_masks = bool(getattr(test, "has_masks", True))
   values = metrics.evaluate(test.labels, scores, test.masks if has_masks else None,
                             maps if has_masks else None)
@@ -108,7 +108,9 @@ def main(argv: list[str]) -> None:
     recon = None
     if hasattr(method, "reconstruct"):
       import jax
-      recon = np.clip(np.asarray(jax.jit(method.reconstruct)(state, test.images[order])), 0, 1)
+      recon = np.asarray(jax.jit(method.reconstruct, static_argnums=0)(config, state,
+                                                                        test.images[order]))
+      recon = np.clip(recon, 0, 1)
     title = f"{info['method']} on {name}" + (
         f": threshold {threshold:.4g} = image F1-max on this test set" if threshold is not None else "")
     panels = viz.save_panels(workdir / "test_panels.png", test.images[order], maps[order],

@@ -2,22 +2,21 @@
 
 Example (single host, all local devices)::
 
-  python experiments/train.py --method=conv_ae --dataset=mvtec \
-      --data_dir=../shared/data/mvtec_ad --category=bottle --image_size=128 \
+  python experiments/train.py --config=experiments/configs/conv_ae.py --dataset=mvtec \
+      --data_dir=path/to/mvtec_ad --category=bottle --config.image_size=128 \
       --batch_size=16 --epochs=50 --seed=0 --workdir=runs/conv_ae_bottle \
-      --set features=32,64,128,256 --set learning_rate=5e-4
+      --config.features=32,64,128,256 --config.learning_rate=5e-4
 
-Method-specific settings: ``experiments/configs/<method>.py:get_config()`` gives
-the defaults, ``--set field=value`` (repeatable) overrides fields of the
-method's ``Config``; ``--image_size``/``--channels`` set the config fields of
-the same name. Running the same command again resumes from the latest
-checkpoint in ``--workdir`` and continues bit-for-bit.
+The method and its settings come from ``--config`` (``experiments/configs/<method>.py``,
+an ``ml_collections`` config file: ``method`` plus the fields of the method's ``Config``);
+``--config.<field>=<value>`` overrides any field. Running the same command again resumes
+from the latest intact checkpoint in ``--workdir`` and continues bit-for-bit.
 
 Multi-host: start one process per host with ``--coordinator_address=host:port
 --num_processes=N --process_id=i`` (CPU processes use gloo collectives); every
 process loads the data and reads its rows of each global batch.
 
-Writes to ``--workdir``: ``config.json`` (resolved flags and config),
+Writes to ``--workdir``: ``config.json`` (flags and resolved config),
 ``run.json`` (what a resume must match), ``metrics.jsonl`` (one JSON line per
 step), ``checkpoints/`` (Orbax) and ``samples.png`` (inputs, reconstructions,
 residuals, heat maps of a few training images, when the method has
@@ -33,13 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from absl import app, flags
+from ml_collections import config_flags
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
   sys.path.insert(0, str(REPO_ROOT))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("method", None, "Registered method name (jaxad.models.names()).")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Method config file, e.g. experiments/configs/ramfae.py; override its "
+    "fields with --config.<field>=<value>.")
 flags.DEFINE_enum("dataset", "mvtec", ["mvtec", "btad", "folder", "elpv", "mnist", "fashion_mnist"],
                   "Data set reader of jaxad.data.load.")
 flags.DEFINE_string("data_dir", None, "Data folder (optional for --dataset=elpv).")
@@ -47,19 +49,16 @@ flags.DEFINE_string("category", None, "MVTec category / BTAD product (when --dat
 flags.DEFINE_integer("normal_class", None, "MNIST / Fashion-MNIST normal class (0-9).")
 flags.DEFINE_string("cache_dir", None, "Decoded-image cache folder of jaxad.data (optional).")
 flags.DEFINE_string("workdir", None, "Output folder: checkpoints, metrics, samples, config.")
-flags.DEFINE_integer("image_size", None, "Image size (sets config.image_size; default: config's).")
-flags.DEFINE_integer("channels", None, "Image channels 1 or 3 (sets config.channels).")
 flags.DEFINE_integer("batch_size", 16, "Global batch size (divisible by the device count).")
-flags.DEFINE_integer("epochs", 1, "Number of epochs.")
+flags.DEFINE_integer("epochs", 1, "Passes over the training data (SMCC: self-update epochs W, "
+                     "0 = none).")
 flags.DEFINE_integer("seed", 0, "The one seed of the run (init, data order, augmentation).")
-flags.DEFINE_multi_string("set", [], "Method config override field=value (repeatable).")
 flags.DEFINE_integer("save_every", 0, "Checkpoint every N steps (0: only at the end).")
 flags.DEFINE_integer("keep", 3, "Number of checkpoints to keep.")
 flags.DEFINE_integer("log_every", 10, "Steps between metric/progress updates.")
 flags.DEFINE_integer("max_steps", 0, "Stop after this global step (0: no limit).")
 flags.DEFINE_integer("num_devices", 0, "Devices in the data mesh (0: all).")
 flags.DEFINE_integer("num_samples", 8, "Training images shown in samples.png (0: none).")
-flags.DEFINE_bool("resume", True, "Resume from the latest checkpoint in --workdir.")
 flags.DEFINE_string("coordinator_address", None, "jax.distributed coordinator host:port.")
 flags.DEFINE_integer("num_processes", 1, "Number of processes of the job.")
 flags.DEFINE_integer("process_id", 0, "This process's index in [0, num_processes).")
@@ -72,8 +71,10 @@ class FlagError(ValueError):
 
 def check_flags() -> None:
   """Validates flags before JAX or data are touched; raises :class:`FlagError`."""
-  if not FLAGS.method:
-    raise FlagError("--method is required")
+  if _CONFIG.value is None:
+    raise FlagError("--config is required (e.g. --config=experiments/configs/ramfae.py)")
+  if "method" not in _CONFIG.value:
+    raise FlagError("the --config file must set `method` (see experiments/configs/)")
   if not FLAGS.workdir:
     raise FlagError("--workdir is required")
   if FLAGS.data_dir is None and FLAGS.dataset not in ("elpv", "fashion_mnist"):
@@ -86,10 +87,9 @@ def check_flags() -> None:
     raise FlagError(f"--normal_class only applies to mnist/fashion_mnist, not --dataset={FLAGS.dataset}")
   if FLAGS.category and FLAGS.dataset not in ("mvtec", "btad"):
     raise FlagError(f"--category only applies to mvtec/btad, not --dataset={FLAGS.dataset}")
-  for name in ("batch_size", "epochs"):
-    if getattr(FLAGS, name) < 1:
-      raise FlagError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
-  for name in ("save_every", "max_steps", "num_devices", "num_samples"):
+  if FLAGS.batch_size < 1:
+    raise FlagError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
+  for name in ("epochs", "save_every", "max_steps", "num_devices", "num_samples"):
     if getattr(FLAGS, name) < 0:
       raise FlagError(f"--{name} must be >= 0, got {getattr(FLAGS, name)}")
   if FLAGS.keep < 1 or FLAGS.log_every < 1:
@@ -122,24 +122,13 @@ def init_distributed() -> None:
                              process_id=FLAGS.process_id)
 
 
-def resolve_config(method_name: str, method: Any) -> Any:
-  """Config = configs/<method>.py defaults + --set overrides + --image_size/--channels."""
+def resolve_config(method: Any) -> Any:
+  """The method's ``Config`` from ``--config`` (and its ``--config.*`` overrides)."""
   from experiments import configs
-  config = configs.get_config(method_name, method)
-  overrides = configs.parse_overrides(FLAGS.set)
-  for name in ("image_size", "channels"):
-    value = getattr(FLAGS, name)
-    if value is None:
-      continue
-    if name in overrides and configs.parse_value(name, overrides[name], value) != value:
-      raise FlagError(f"--{name}={value} conflicts with --set {name}={overrides[name]}")
-    if not hasattr(config, name):
-      raise FlagError(f"--{name} given but {method_name}.Config has no field {name!r}")
-    overrides[name] = str(value)
   try:
-    return configs.apply_overrides(config, overrides)
+    return configs.to_method_config(method, _CONFIG.value)
   except (TypeError, ValueError) as e:
-    raise FlagError(str(e)) from None
+    raise FlagError(f"--config: {e}") from None
 
 
 def data_kwargs(config: Any) -> dict[str, Any]:
@@ -159,17 +148,17 @@ def data_kwargs(config: Any) -> dict[str, Any]:
   return kwargs
 
 
-def save_samples(method: Any, state: Any, images: Any, path: Path) -> Path | None:
+def save_samples(method: Any, config: Any, state: Any, images: Any, path: Path) -> Path | None:
   """samples.png: input | reconstruction | residual | heat map of a few images."""
   import numpy as np
   from jaxad import viz
-  from jaxad.train import loop
-  scores, maps = loop.predict_dataset(method, state, images, batch_size=len(images), desc="samples")
-  del scores
+  from jaxad.train.predict import predict_dataset
+  _, maps = predict_dataset(method, config, state, images, batch_size=len(images), desc="samples")
   recon = None
   if hasattr(method, "reconstruct"):
     import jax
-    recon = np.asarray(jax.jit(method.reconstruct)(state, images), np.float32)
+    recon = np.asarray(jax.jit(method.reconstruct, static_argnums=0)(config, state, images),
+                       np.float32)
     recon = np.clip(recon, 0.0, 1.0)
   return viz.save_panels(path, images, maps, reconstructions=recon, max_rows=len(images))
 
@@ -186,17 +175,17 @@ def main(argv: list[str]) -> None:
   import jax
   from jaxad import data, models
   from jaxad.progress import log
-  from jaxad.train import loop, mesh as mesh_lib
+  from jaxad.train import loop, mesh as mesh_lib, run_files
   from jaxad.train.checkpoint import CheckpointMismatchError, quiet_orbax_logs
 
   quiet_orbax_logs()
 
   try:
-    method = models.get(FLAGS.method)
+    method = models.get(_CONFIG.value.method)
   except ValueError as e:
-    raise app.UsageError(str(e)) from None
+    raise app.UsageError(f"--config: {e}") from None
   try:
-    config = resolve_config(FLAGS.method, method)
+    config = resolve_config(method)
   except FlagError as e:
     raise app.UsageError(str(e)) from None
 
@@ -216,16 +205,17 @@ def main(argv: list[str]) -> None:
 
   workdir = Path(FLAGS.workdir).resolve()
   resolved = {"flags": {name: FLAGS[name].value for name in (
-      "method", "dataset", "data_dir", "category", "normal_class", "cache_dir", "workdir",
-      "image_size", "channels", "batch_size", "epochs", "seed", "set", "save_every", "keep",
-      "log_every", "max_steps", "num_devices", "num_processes")},
-              "data_kwargs": kwargs, "method": FLAGS.method,
-              "config": loop.config_to_dict(config), "num_devices": mesh.devices.size,
+      "dataset", "data_dir", "category", "normal_class", "cache_dir", "workdir",
+      "batch_size", "epochs", "seed", "save_every", "keep", "log_every", "max_steps",
+      "num_devices", "num_processes")},
+              "config_file": FLAGS["config"].config_filename, "data_kwargs": kwargs,
+              "method": _CONFIG.value.method, "config": run_files.config_to_dict(config),
+              "num_devices": mesh.devices.size,
               "jax_version": jax.__version__, "backend": jax.default_backend()}
   try:
     result = loop.fit(method, config, train, seed=FLAGS.seed, epochs=FLAGS.epochs,
                       batch_size=FLAGS.batch_size, workdir=workdir, mesh=mesh,
-                      save_every=FLAGS.save_every or None, keep=FLAGS.keep, resume=FLAGS.resume,
+                      save_every=FLAGS.save_every or None, keep=FLAGS.keep,
                       max_steps=FLAGS.max_steps or None, log_every=FLAGS.log_every,
                       extra_info={"dataset": FLAGS.dataset, "data_dir": FLAGS.data_dir,
                                   "data_kwargs": kwargs})
@@ -237,12 +227,26 @@ def main(argv: list[str]) -> None:
   log("done: step %d, %s", int(mesh_lib.to_host(result.state.step)),
       {k: v for k, v in last.items() if k not in ("step", "epoch")})
   if FLAGS.num_samples and jax.process_count() == 1:
-    path = save_samples(method, result.state, train.images[:FLAGS.num_samples],
+    path = save_samples(method, config, result.state, train.images[:FLAGS.num_samples],
                         workdir / "samples.png")
     log("samples: %s", path)
   print(json.dumps({"workdir": str(workdir), "step": int(mesh_lib.to_host(result.state.step)),
                     **{k: v for k, v in last.items() if k not in ("step", "epoch")}}))
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with one-line errors for unknown ``--config.<field>`` overrides."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f"FATAL Flags parsing error: {e}", file=sys.stderr)
+    sys.exit(1)
+  except (AttributeError, KeyError) as e:  # config_flags: a field the config file lacks
+    name = str(e).strip("\"'")
+    print(f"FATAL Flags parsing error: --config has no field '{name}'; see the config file's "
+          "fields (experiments/configs/<method>.py)", file=sys.stderr)
+    sys.exit(1)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

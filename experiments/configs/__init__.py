@@ -1,121 +1,72 @@
-"""Method configs for the CLI: defaults from ``configs/<method>.py`` plus ``--set`` overrides.
+"""Method configs for the command line: ``experiments/configs/<method>.py:get_config()``.
 
-Each method's CLI defaults live in ``experiments/configs/<method>.py`` as
-``get_config() -> <method>.Config`` (the frozen dataclass of the method module).
-Without such a file the method's ``Config()`` defaults are used. On the command
-line, ``--set field=value`` (repeatable) overrides any field; values are parsed
-by the type of the field's default:
-
-* ``bool``: ``true/false/1/0/yes/no``; ``int``, ``float``, ``str`` as usual;
-* ``tuple``: comma-separated (``--set features=16,32,64``), element type from
-  the default's elements (``int`` when the default is empty); ``()`` or an empty
-  value gives an empty tuple;
-* ``None`` default: a Python literal (``ast.literal_eval``) or else the string.
+Each file returns an ``ml_collections.ConfigDict`` holding ``method`` (the registry name) and
+every field of the method's frozen ``Config`` with the command-line defaults (built with
+:func:`method_config`). ``experiments/train.py --config=experiments/configs/ramfae.py`` loads it
+through ``ml_collections.config_flags`` (as big_vision and the flax examples do), so any field
+can be overridden with ``--config.<field>=<value>`` (number tuples as ``--config.features=8,16``,
+string tuples as Python literals: ``--config.layers="('stride8','stride16')"``); the
+file may take an argument after a colon (``--config=experiments/configs/ramfae.py:mnist``).
+:func:`to_method_config` turns the ConfigDict back into the method's ``Config``, whose own
+validation then runs.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import importlib
-from collections.abc import Iterable
+import types
+import typing
 from types import ModuleType
 from typing import Any
 
-__all__ = ["get_config", "apply_overrides", "parse_value", "parse_overrides"]
+import ml_collections
+from ml_collections import config_dict
 
-_TRUE = {"true", "1", "yes", "y", "on"}
-_FALSE = {"false", "0", "no", "n", "off"}
-
-
-def get_config(method_name: str, method: ModuleType) -> Any:
-  """The CLI default config of ``method`` (from ``configs/<method_name>.py`` if present)."""
-  try:
-    module = importlib.import_module(f"experiments.configs.{method_name}")
-  except ModuleNotFoundError as e:
-    if e.name != f"experiments.configs.{method_name}":
-      raise
-    return method.Config()
-  config = module.get_config()
-  if not isinstance(config, method.Config):
-    raise TypeError(f"experiments/configs/{method_name}.py:get_config() must return "
-                    f"{method.__name__}.Config, got {type(config).__name__}")
-  return config
+__all__ = ["method_config", "to_method_config"]
 
 
-def _parse_scalar(text: str, kind: type, field: str) -> Any:
-  text = text.strip()
-  try:
-    if kind is bool:
-      low = text.lower()
-      if low in _TRUE:
-        return True
-      if low in _FALSE:
-        return False
-      raise ValueError(text)
-    if kind is int:
-      return int(text)
-    if kind is float:
-      return float(text)
-  except ValueError:
-    raise ValueError(f"--set {field}={text}: expected a {kind.__name__}") from None
-  return text
+def _placeholder_type(cls: type, name: str) -> type:
+  """The non-None type of an optional field, for ``config_dict.placeholder``."""
+  hint = typing.get_type_hints(cls)[name]
+  args = [a for a in typing.get_args(hint) if a is not type(None)]
+  if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+    return args[0]
+  raise TypeError(f"{cls.__qualname__}.{name} defaults to None but its type {hint} is not "
+                  "Optional[T]")
 
 
-def parse_value(field: str, text: str, default: Any) -> Any:
-  """Parses ``text`` for a field whose default value is ``default``."""
-  if default is None:
-    try:
-      return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      return text
-  if isinstance(default, tuple):
-    text = text.strip()
-    if text in ("", "()", "[]"):
-      return ()
-    text = text.strip("()[]")
-    kind = type(default[0]) if default else int
-    return tuple(_parse_scalar(part, kind, field) for part in text.split(",") if part.strip())
-  for kind in (bool, int, float, str):
-    if isinstance(default, kind):
-      return _parse_scalar(text, kind, field)
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    raise ValueError(f"--set {field}={text}: cannot parse a value for a field of type "
-                     f"{type(default).__name__}") from None
+def method_config(name: str, config: Any) -> ml_collections.ConfigDict:
+  """A ConfigDict of ``method=name`` and every field of the frozen dataclass ``config``.
 
-
-def parse_overrides(items: Iterable[str]) -> dict[str, str]:
-  """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}`` (raises on malformed or repeated items)."""
-  out: dict[str, str] = {}
-  for item in items:
-    if "=" not in item:
-      raise ValueError(f"--set expects field=value, got {item!r}")
-    name, value = item.split("=", 1)
-    name = name.strip()
-    if not name:
-      raise ValueError(f"--set expects field=value, got {item!r}")
-    if name in out:
-      raise ValueError(f"--set {name} given twice")
-    out[name] = value
+  Fields whose value is ``None`` become typed placeholders, so ``--config.<field>=...`` can set
+  them from the command line.
+  """
+  if not dataclasses.is_dataclass(config) or isinstance(config, type):
+    raise TypeError(f"config must be a dataclass instance, got {type(config).__name__}")
+  out = ml_collections.ConfigDict()
+  out.method = name
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    if value is None:
+      value = config_dict.placeholder(_placeholder_type(type(config), field.name))
+    setattr(out, field.name, value)
   return out
 
 
-def apply_overrides(config: Any, overrides: Iterable[str] | dict[str, str]) -> Any:
-  """A copy of the frozen dataclass ``config`` with ``--set`` overrides applied.
+def to_method_config(method: ModuleType, config: ml_collections.ConfigDict) -> Any:
+  """``method.Config`` from a ConfigDict of :func:`method_config` (``method`` key dropped).
 
   Raises:
-    ValueError: unknown field (the message lists the fields) or unparsable value.
+    ValueError: keys that are not fields of ``method.Config`` (listed), or the Config's own
+      validation of the values.
   """
-  if not dataclasses.is_dataclass(config):
-    raise TypeError(f"config must be a dataclass instance, got {type(config).__name__}")
-  if not isinstance(overrides, dict):
-    overrides = parse_overrides(overrides)
-  fields = {f.name for f in dataclasses.fields(config)}
-  unknown = sorted(set(overrides) - fields)
+  values = config.to_dict()
+  values.pop("method", None)
+  fields = {f.name for f in dataclasses.fields(method.Config)}
+  unknown = sorted(set(values) - fields)
   if unknown:
-    raise ValueError(f"--set: {type(config).__module__}.Config has no field(s) {unknown}; "
-                     f"fields: {sorted(fields)}")
-  values = {k: parse_value(k, v, getattr(config, k)) for k, v in overrides.items()}
-  return dataclasses.replace(config, **values)
+    raise ValueError(f"{method.__name__}.Config has no field(s) {unknown}; fields: {sorted(fields)}")
+  for key, value in values.items():
+    if isinstance(value, list):
+      values[key] = tuple(value)
+  return method.Config(**values)

@@ -19,11 +19,11 @@ from jaxad.data.folder import load_folder
 from jaxad.data.image_io import clear_memory_cache, set_memory_cache_limit
 from jaxad.data.mvtec import MVTEC_CATEGORIES, load_mvtec
 from jaxad.data.one_class import FASHION_MNIST_DIR, one_class_mnist
-from jaxad.data.pipeline import batches, epoch_order, num_batches, shard_batch
+from jaxad.data.pipeline import as_split, batches, epoch_order, num_batches, shard_batch
 from jaxad.data.split import ArraySplit, concatenate, split_fraction, train_val_split
 
 __all__ = [
-    "ArraySplit", "DATASETS", "BTAD_PRODUCTS", "MVTEC_CATEGORIES", "batches", "clear_memory_cache",
+    "ArraySplit", "DATASETS", "BTAD_PRODUCTS", "MVTEC_CATEGORIES", "as_split", "batches", "clear_memory_cache",
     "concatenate", "epoch_order", "load", "load_btad", "load_elpv", "load_folder", "load_mvtec",
     "num_batches", "one_class_mnist", "set_memory_cache_limit", "shard_batch", "split_fraction",
     "train_val_split",

@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxad.data.split import ArraySplit
 
-__all__ = ["batches", "num_batches", "epoch_order", "shard_batch"]
+__all__ = ["batches", "num_batches", "epoch_order", "shard_batch", "as_split"]
 
 _ORDER_TAG = 0x6A617861  # "jaxa": keeps data-order streams apart from other numpy streams
 
@@ -60,7 +60,7 @@ def epoch_order(n: int, *, seed: int, epoch: int = 0, shuffle: bool = True) -> n
 
 def batches(split: ArraySplit, batch_size: int, *, seed: int, epoch: int = 0, shuffle: bool = True,
             drop_remainder: bool = True, process_index: int = 0, process_count: int = 1,
-            with_index: bool = False) -> Iterator[dict[str, np.ndarray]]:
+            with_index: bool = False, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
   """Yields one epoch of fixed-shape per-process batches.
 
   Args:
@@ -76,6 +76,7 @@ def batches(split: ArraySplit, batch_size: int, *, seed: int, epoch: int = 0, sh
     process_count: number of processes (``jax.process_count()``).
     with_index: also yield ``index [B] i64`` (row in ``split``, -1 for padding),
       e.g. to align scores with ``split.names``.
+    start: index of the first global batch to yield (a run resumed mid-epoch).
 
   Yields:
     dicts of numpy arrays with ``B = batch_size // process_count`` rows:
@@ -99,10 +100,11 @@ def batches(split: ArraySplit, batch_size: int, *, seed: int, epoch: int = 0, sh
   if drop_remainder and n < batch_size:
     raise ValueError(f"batch_size={batch_size} is larger than the split ({n} rows) and "
                      "drop_remainder=True would yield no batch; lower batch_size or pass drop_remainder=False")
+  start = _check_int(start, "start", 0)
   order = epoch_order(n, seed=seed, epoch=epoch, shuffle=shuffle)
   per_process = batch_size // process_count
   h, w, c = split.image_shape
-  for b in range(num_batches(n, batch_size, drop_remainder=drop_remainder)):
+  for b in range(start, num_batches(n, batch_size, drop_remainder=drop_remainder)):
     start = b * batch_size + process_index * per_process
     idx = order[start:min(start + per_process, (b + 1) * batch_size, n)] if start < n else order[:0]
     k = len(idx)
@@ -131,6 +133,38 @@ def _padded(split: ArraySplit, idx: np.ndarray, per_process: int, h: int, w: int
   return batch
 
 
+def as_split(data: Any) -> ArraySplit:
+  """Training data as an :class:`ArraySplit` (what :func:`batches` takes).
+
+  Args:
+    data: an ``ArraySplit`` (returned as is), a float32 array ``[N, H, W, C]`` in [0, 1], or a
+      dict with ``image`` (and optionally ``label``) arrays; arrays get zero masks and the
+      names ``"0", "1", ...``.
+  Returns:
+    The :class:`ArraySplit`.
+  Raises:
+    ValueError / TypeError: no images, wrong rank, dtype or range (from ``ArraySplit``).
+  """
+  if isinstance(data, ArraySplit):
+    return data
+  if isinstance(data, Mapping):
+    images, labels = data.get("image"), data.get("label")
+  else:
+    images, labels = data, None
+  if images is None:
+    raise ValueError("data has no images (expected an ArraySplit, an array or a dict with 'image')")
+  images = np.asarray(images)
+  if images.ndim != 4:
+    raise ValueError(f"images must be [N, H, W, C], got shape {images.shape}")
+  n = images.shape[0]
+  labels = np.zeros((n,), np.int32) if labels is None else np.asarray(labels, np.int32)
+  names = tuple(str(i) for i in range(n))
+  kinds = tuple("good" if int(l) == 0 else "anomalous" for l in labels) if labels.shape == (n,) \
+      else ("good",) * n
+  return ArraySplit(images=images, masks=np.zeros(images.shape[:3], np.float32), labels=labels,
+                    names=names, defect_types=kinds, has_masks=False)
+
+
 def shard_batch(batch: Mapping[str, np.ndarray], sharding: Any) -> dict[str, Any]:
   """Turns a per-process numpy batch into global ``jax.Array``s sharded by ``sharding``.
 
@@ -143,4 +177,10 @@ def shard_batch(batch: Mapping[str, np.ndarray], sharding: Any) -> dict[str, Any
     dict of ``jax.Array`` (``jax.make_array_from_process_local_data``).
   """
   import jax  # Imported here: `import jaxad.data` stays free of JAX.
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+  out = {}
+  for name, value in batch.items():
+    value = np.asarray(value)
+    if value.ndim == 0:
+      raise ValueError(f"batch[{name!r}] must have a leading batch axis, got a scalar")
+    out[name] = jax.make_array_from_process_local_data(sharding, value)
+  return out

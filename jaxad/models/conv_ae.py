@@ -7,8 +7,7 @@ Training minimises the mean squared error (L2) over the valid images of the
 global batch. Anomaly map = per-pixel squared residual averaged over channels,
 ``((x - x_hat)**2).mean(-1)``; image score = the map's maximum.
 
-It implements the method interface of CONTRIBUTING.md and is the training
-engine's test model. ``noise_std > 0`` turns it into a denoising autoencoder
+It follows :mod:`jaxad.models.protocol` and is the training engine's test model. ``noise_std > 0`` turns it into a denoising autoencoder
 (Gaussian input noise from the step key), the only per-step randomness.
 
 References:
@@ -30,6 +29,7 @@ import numpy as np
 import optax
 
 from jaxad.models._validate import check_images
+from jaxad.models.protocol import Run
 from jaxad.train.state import TrainState
 
 __all__ = ["Config", "ConvAE", "init", "train_step", "predict", "reconstruct", "residual_map"]
@@ -118,82 +118,82 @@ class ConvAE(nn.Module):
     return nn.sigmoid(nn.Conv(self.channels, (3, 3), padding="SAME", kernel_init=flat_lecun_normal)(h))
 
 
-@functools.lru_cache(maxsize=16)
-def _build(config: Config) -> tuple[ConvAE, optax.GradientTransformation, Any]:
-  """Model, optimiser and jitted variable init for ``config`` (cached).
+def _model(config: Config) -> ConvAE:
+  return ConvAE(channels=config.channels, features=tuple(int(f) for f in config.features),
+                batch_norm=config.batch_norm, noise_std=float(config.noise_std))
 
-  Caching makes states of equal configs share ``apply_fn``/``tx`` objects, so
-  their pytree structures compare equal and jitted steps are not recompiled.
-  """
-  model = ConvAE(channels=config.channels, features=tuple(int(f) for f in config.features),
-                 batch_norm=config.batch_norm, noise_std=float(config.noise_std))
+
+def _optimizer(config: Config) -> optax.GradientTransformation:
   if config.weight_decay > 0:
-    tx = optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
-  else:
-    tx = optax.adam(config.learning_rate)
-  shape = (1, config.image_size, config.image_size, config.channels)
+    return optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
+  return optax.adam(config.learning_rate)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_variables(config: Config, key: jax.Array) -> Any:
   # Jitted: eager Flax init dispatches (and compiles) every op separately.
-  init_fn = jax.jit(lambda k: model.init(k, jnp.zeros(shape, jnp.float32), train=False))
-  return model, tx, init_fn
+  shape = (1, config.image_size, config.image_size, config.channels)
+  return _model(config).init(key, jnp.zeros(shape, jnp.float32), train=False)
 
 
-
-def init(key: jax.Array, config: Config, example_batch: dict[str, Any]) -> TrainState:
+def init(config: Config, run: Run, key: jax.Array, example_batch: dict[str, Any]) -> TrainState:
   """A fresh train state.
 
   Args:
-    key: typed PRNG key; split into parameter init and the state's base key.
     config: the method's :class:`Config`.
+    run: the run (unused: the optimiser has no schedule).
+    key: typed PRNG key; split into parameter init and the state's base key.
     example_batch: a batch dict whose ``image`` ``[B, H, W, C]`` fixes the shapes.
   Returns:
     :class:`jaxad.train.state.TrainState` at step 0.
   """
+  del run
   if not isinstance(config, Config):
     raise TypeError(f"config must be conv_ae.Config, got {type(config).__name__}")
-  images = example_batch["image"]
-  check_images(images, config, "example_batch['image']")
+  check_images(example_batch["image"], config, "example_batch['image']")
   k_params, k_state = jax.random.split(key)
-  model, tx, init_fn = _build(config)
-  variables = init_fn(k_params)
-  return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx, key=k_state,
+  variables = _init_variables(config, k_params)
+  return TrainState.create(params=variables["params"], tx=_optimizer(config), key=k_state,
                            batch_stats=variables.get("batch_stats", {}))
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array],
+def train_step(config: Config, run: Run, state: TrainState, batch: dict[str, jax.Array],
                key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
   """One Adam step on the L2 reconstruction loss over the valid images of ``batch``.
 
   Args:
+    config: the method's :class:`Config` (static).
+    run: the run (unused).
     state: the train state.
     batch: ``image [B,H,W,C]`` f32 in [0, 1]; optional ``valid [B]`` bool.
-    key: the step's key (input noise when ``config.noise_std > 0``; the std
-      lives in the model, a static part of ``state.apply_fn``).
+    key: the step's key (input noise when ``config.noise_std > 0``).
   Returns:
     ``(new_state, {"loss": f32 scalar})``.
   """
+  del run
   x = batch["image"]
   valid = batch.get("valid")
   w = jnp.ones(x.shape[:1], jnp.float32) if valid is None else valid.astype(jnp.float32)
+  model = _model(config)
 
   def loss_fn(params: Any) -> tuple[jax.Array, Any]:
     variables = {"params": params}
     if state.batch_stats:
       variables["batch_stats"] = state.batch_stats
-    recon, updates = state.apply_fn(variables, x, train=True, noise_key=key,
-                                    mutable=["batch_stats"])
+    recon, updates = model.apply(variables, x, train=True, noise_key=key, mutable=["batch_stats"])
     per_image = jnp.mean(jnp.square(recon - x), axis=(1, 2, 3))
     loss = jnp.sum(per_image * w) / jnp.maximum(jnp.sum(w), 1.0)
     return loss, updates.get("batch_stats", {})
 
   (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  state = state.apply_gradients(grads, batch_stats=batch_stats)
+  state = state.apply_gradients(_optimizer(config), grads, batch_stats=batch_stats)
   return state, {"loss": loss}
 
 
-def reconstruct(state: TrainState, images: jax.Array) -> jax.Array:
+def reconstruct(config: Config, state: TrainState, images: jax.Array) -> jax.Array:
   """Reconstructions ``[B, H, W, C]`` in [0, 1] (BatchNorm in inference mode)."""
-  check_images(images, None, "images")
-  return state.apply_fn(state.variables(), images, train=False)
+  check_images(images, config, "images")
+  return _model(config).apply(state.variables(), images, train=False)
 
 
 def residual_map(images: jax.Array, recon: jax.Array) -> jax.Array:
@@ -201,7 +201,7 @@ def residual_map(images: jax.Array, recon: jax.Array) -> jax.Array:
   return jnp.mean(jnp.square(images - recon), axis=-1)
 
 
-def predict(state: TrainState, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+def predict(config: Config, state: TrainState, images: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Anomaly scores ``[B]`` (max of the map) and maps ``[B, H, W]`` (squared residual)."""
-  maps = residual_map(images, reconstruct(state, images))
+  maps = residual_map(images, reconstruct(config, state, images))
   return jnp.max(maps, axis=(1, 2)), maps

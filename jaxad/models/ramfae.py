@@ -40,6 +40,7 @@ import numpy as np
 import optax
 
 from jaxad.models._validate import check_images
+from jaxad.models.protocol import Run
 from jaxad import augment, losses, maps
 from jaxad.nn.attention import CoordinateAttention
 from jaxad.nn.conv import Conv2D
@@ -78,10 +79,6 @@ class Config:
     gmsd_squared: use eq. (11) (variance) instead of eq. (10) (standard deviation).
     learning_rate: initial Adam learning rate (1e-4).
     min_learning_rate: cosine-annealing floor (1e-6).
-    decay_steps: steps of the cosine annealing (= epochs * steps per epoch; the paper's
-      250 epochs of 209 bottle images at batch 16 = 3250). ``None``: the training engine
-      (``jaxad.train.loop.fit``, ``experiments/train.py``) sets it to the run length;
-      :func:`init` needs an int.
     anomaly_map: ``"msgms"`` (default), ``"ssim"`` or ``"gmsd"`` (Sect. 4.3).
     msgms_scales: pyramid levels of MSGMS (RIAD: 4).
     smooth_kernel: Gaussian smoothing kernel length (paper: 21; 0 or 1 = no smoothing).
@@ -106,7 +103,6 @@ class Config:
   gmsd_squared: bool = False
   learning_rate: float = 1e-4
   min_learning_rate: float = 1e-6
-  decay_steps: int | None = 3250
   anomaly_map: str = "msgms"
   msgms_scales: int = 4
   smooth_kernel: int = 21
@@ -120,8 +116,6 @@ class Config:
     for name in ("image_size", "base_features", "max_features", "attention_reduction",
                  "msgms_scales"):
       positive_int(name, getattr(self, name))
-    if self.decay_steps is not None:
-      positive_int("decay_steps", self.decay_steps)
     if self.image_size % 8:
       raise ValueError(f"Config.image_size must be divisible by 8 (three stride-2 stages), "
                        f"got {self.image_size}")
@@ -180,50 +174,38 @@ class RAMFAENet(nn.Module):
     return (jnp.tanh(h) + 1.0) * 0.5
 
 
-@dataclasses.dataclass(frozen=True)
-class _Apply:
-  """``state.apply_fn``: the network's ``apply`` carrying the (hashable, static) config."""
-  model: RAMFAENet
-  config: Config
+def learning_rate_schedule(config: Config, run: Run) -> optax.Schedule:
+  """Cosine annealing from ``learning_rate`` to ``min_learning_rate`` over the whole run.
 
-  def __call__(self, variables: Any, x: jax.Array, **kwargs: Any) -> Any:
-    return self.model.apply(variables, x, **kwargs)
-
-
-def _config(state: TrainState) -> Config:
-  fn = state.apply_fn
-  if not isinstance(fn, _Apply):
-    raise TypeError("state was not built by jaxad.models.ramfae.init (apply_fn lacks the config)")
-  return fn.config
-
-
-def learning_rate_schedule(config: Config) -> optax.Schedule:
-  """Cosine annealing from ``learning_rate`` to ``min_learning_rate`` over ``decay_steps``
-
-  (PyTorch ``CosineAnnealingLR(T_max=decay_steps, eta_min=min_learning_rate)`` stepped per
-  iteration; constant at the floor afterwards).
-
-  Raises:
-    ValueError: ``config.decay_steps`` is ``None`` (only the engine can fill it in).
+  PyTorch ``CosineAnnealingLR(T_max=run.total_steps, eta_min=min_learning_rate)`` stepped per
+  iteration (the paper anneals over its 250 epochs); constant at the floor afterwards.
   """
-  if config.decay_steps is None:
-    raise ValueError("Config.decay_steps is None: jaxad.train.loop.fit sets it to the run length; "
-                     "when calling ramfae.init directly pass decay_steps=epochs*steps_per_epoch")
-  return optax.cosine_decay_schedule(config.learning_rate, config.decay_steps,
+  return optax.cosine_decay_schedule(config.learning_rate, max(run.total_steps, 1),
                                      alpha=config.min_learning_rate / config.learning_rate)
 
 
+def _optimizer(config: Config, run: Run) -> optax.GradientTransformation:
+  return optax.adam(learning_rate_schedule(config, run))
 
-def init(key: jax.Array, config: Config, example_batch: dict[str, Any]) -> TrainState:
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_variables(config: Config, key: jax.Array) -> Any:
+  # Jitted once per config by JAX's cache: eager Flax init compiles every op separately.
+  shape = (1, config.image_size, config.image_size, config.channels)
+  return RAMFAENet(config).init(key, jnp.zeros(shape, jnp.float32), train=False)
+
+
+def init(config: Config, run: Run, key: jax.Array, example_batch: dict[str, Any]) -> TrainState:
   """A fresh RAMFAE train state (parameters, BatchNorm statistics, Adam state).
 
   Args:
-    key: typed PRNG key; split into parameter init and the state's base key.
     config: :class:`Config`.
+    run: the run (its length sets the cosine schedule).
+    key: typed PRNG key; split into parameter init and the state's base key.
     example_batch: a batch dict whose ``image`` ``[B, S, S, C]`` (``S = image_size``,
       ``C = channels``) fixes the shapes.
   Returns:
-    :class:`jaxad.train.state.TrainState` at step 0 whose ``apply_fn`` carries ``config``.
+    :class:`jaxad.train.state.TrainState` at step 0.
   Raises:
     TypeError / ValueError: wrong config type, image shape or dtype.
   """
@@ -233,24 +215,9 @@ def init(key: jax.Array, config: Config, example_batch: dict[str, Any]) -> Train
     raise ValueError("example_batch must be a dict with an 'image' entry")
   check_images(example_batch["image"], config, "example_batch['image']")
   k_params, k_state = jax.random.split(key)
-  variables = _jitted_init(config)(k_params)
-  return TrainState.create(apply_fn=_Apply(RAMFAENet(config), config), params=variables["params"],
-                           tx=_optimizer(config), key=k_state, batch_stats=variables["batch_stats"])
-
-
-@functools.lru_cache(maxsize=16)
-def _optimizer(config: Config) -> optax.GradientTransformation:
-  """Adam with the cosine schedule; one object per config, so that states built by separate
-  ``init`` calls have equal static parts and share jit compilations."""
-  return optax.adam(learning_rate_schedule(config))
-
-
-@functools.lru_cache(maxsize=16)
-def _jitted_init(config: Config) -> Any:
-  """The network's ``init`` for ``config``, jitted once per config (compiles are slow on CPU)."""
-  model = RAMFAENet(config)
-  shape = (1, config.image_size, config.image_size, config.channels)
-  return jax.jit(lambda k: model.init(k, jnp.zeros(shape, jnp.float32), train=False))
+  variables = _init_variables(config, k_params)
+  return TrainState.create(params=variables["params"], tx=_optimizer(config, run), key=k_state,
+                           batch_stats=variables["batch_stats"])
 
 
 def param_count(config: Config) -> int:
@@ -292,7 +259,7 @@ def _augment(config: Config, key: jax.Array, images: jax.Array) -> jax.Array:
   return aug
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array],
+def train_step(config: Config, run: Run, state: TrainState, batch: dict[str, jax.Array],
                key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
   """One Adam step: Delete Paste the inputs, reconstruct, minimise eq. (14).
 
@@ -300,6 +267,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
   mean and the BatchNorm statistics cover the whole global batch.
 
   Args:
+    config: :class:`Config` (static).
+    run: the run (static; its length sets the cosine schedule).
     state: train state from :func:`init`.
     batch: ``image [B, S, S, C]`` float32 in ``[0, 1]`` (normal images); optional
       ``valid [B]`` bool (padding rows get weight 0 in the loss; they still enter the
@@ -309,7 +278,6 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
     ``(new_state, metrics)`` with float32 scalars ``loss``, ``gmsd``, ``ssim_loss``, ``mse``
     (weighted means over valid images) and ``learning_rate`` (the rate used in this step).
   """
-  config = _config(state)
   x = batch["image"]
   check_images(x, config, "batch['image']")
   valid = batch.get("valid")
@@ -318,24 +286,25 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
   inputs = _augment(config, key, x)
 
   def loss_fn(params: Any) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
-    recon, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, inputs,
-                                    train=True, mutable=["batch_stats"])
+    recon, updates = RAMFAENet(config).apply(
+        {"params": params, "batch_stats": state.batch_stats}, inputs, train=True,
+        mutable=["batch_stats"])
     terms = loss_terms(config, recon, x)
     means = {k: jnp.sum(v * w) / denom for k, v in terms.items()}
     return means["loss"], (means, updates["batch_stats"])
 
   (_, (means, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  lr = learning_rate_schedule(config)(state.step)
-  state = state.apply_gradients(grads, batch_stats=batch_stats)
+  lr = learning_rate_schedule(config, run)(state.step)
+  state = state.apply_gradients(_optimizer(config, run), grads, batch_stats=batch_stats)
   metrics = {k: v.astype(jnp.float32) for k, v in means.items()}
   metrics["learning_rate"] = jnp.asarray(lr, jnp.float32)
   return state, metrics
 
 
-def reconstruct(state: TrainState, images: jax.Array) -> jax.Array:
+def reconstruct(config: Config, state: TrainState, images: jax.Array) -> jax.Array:
   """Reconstructions ``[B, S, S, C]`` in ``[0, 1]`` (BatchNorm running statistics). Jit-able."""
-  check_images(images, _config(state), "images")
-  return state.apply_fn(state.variables(), images, train=False)
+  check_images(images, config, "images")
+  return RAMFAENet(config).apply(state.variables(), images, train=False)
 
 
 def anomaly_maps(images: jax.Array, recon: jax.Array, kind: str = "msgms", *,
@@ -364,12 +333,14 @@ def anomaly_maps(images: jax.Array, recon: jax.Array, kind: str = "msgms", *,
   raise ValueError(f"kind must be one of {MAP_KINDS}, got {kind!r}")
 
 
-def predict(state: TrainState, images: jax.Array, *, anomaly_map: str | None = None,
+def predict(config: Config, state: TrainState, images: jax.Array, *,
+            anomaly_map: str | None = None,
             smooth_sigma: float | None = None,
             smooth_kernel: int | None = None) -> tuple[jax.Array, jax.Array]:
   """Image scores and anomaly maps for a batch. Jit-able (keyword options are static).
 
   Args:
+    config: :class:`Config` (static).
     state: train state from :func:`init` / training.
     images: ``[B, S, S, C]`` float32 in ``[0, 1]``.
     anomaly_map: ``"msgms"``, ``"ssim"`` or ``"gmsd"``; ``None`` = ``config.anomaly_map``.
@@ -381,13 +352,12 @@ def predict(state: TrainState, images: jax.Array, *, anomaly_map: str | None = N
   References:
     RAMFAE Sect. 3 ("Gaussian smoothing with a step size of 21") and 4.3.
   """
-  config = _config(state)
   kind = config.anomaly_map if anomaly_map is None else anomaly_map
   if kind not in MAP_KINDS:
     raise ValueError(f"anomaly_map must be one of {MAP_KINDS}, got {kind!r}")
   sigma = config.smooth_sigma if smooth_sigma is None else smooth_sigma
   kernel = config.smooth_kernel if smooth_kernel is None else smooth_kernel
-  recon = reconstruct(state, images)
+  recon = reconstruct(config, state, images)
   amap = anomaly_maps(images, recon, kind, msgms_scales=config.msgms_scales)
   if kernel > 1:
     amap = maps.gaussian_smooth(amap, sigma=sigma, kernel_size=kernel)

@@ -8,8 +8,9 @@ Method (Liu et al., IEEE TIM 2023, Algorithm 1):
 2. **Centre set** (Sec. III-B, Algorithm 2): sensitivity coreset of ``coreset_rate * N`` training
    patches (:func:`jaxad.cluster.sensitivity_coreset`), weighted GMM-EM with ``gmm_k`` components
    (:func:`jaxad.cluster.gmm_em`); the centres ``C`` are the GMM means.
-3. **Self-updated memory bank** (Sec. III-C): for ``epochs`` (W) passes over batches of
-   ``batch_size`` images, minimise ``L_c + L_o`` w.r.t. the backbone (Adam, coupled weight decay):
+3. **Self-updated memory bank** (Sec. III-C): for W epochs (the engine's ``epochs``) over batches
+   of ``batch_size`` images (the engine's global batch), minimise ``L_c + L_o`` w.r.t. the
+   backbone (Adam, coupled weight decay):
 
        L_c = mean_i min_n D(P_i, C_n)                          (Eq. 4)
        L_o = mean_i D(P_i, C_(1)) - D(P_i, C_(2))              (Eq. 5; nearest minus 2nd nearest)
@@ -24,9 +25,10 @@ Method (Liu et al., IEEE TIM 2023, Algorithm 1):
 ``L_o`` is bounded: by the triangle inequality ``D(P,C_1) - D(P,C_2) >= -D(C_1,C_2)``, so
 ``L_c + L_o`` cannot diverge to ``-inf`` (``lo_margin`` offers a hinge variant all the same).
 
-Interface (CONTRIBUTING.md "One interface for every method"): :class:`Config`, :func:`init`,
-:func:`train_step` (one self-update step, global-batch semantics, jit-able and shardable),
-:func:`fit` (features -> coreset -> GMM centres -> W epochs of self-update), :func:`predict`.
+Protocol (:mod:`jaxad.models.protocol`): :class:`Config`, :func:`init`, :func:`prepare` (features
+-> coreset -> GMM centres -> first bank; the engine calls it once, before step 1),
+:func:`train_step` (one self-update step, global-batch semantics), :func:`predict`. Training with
+``epochs=0`` is the "no self-update" ablation (SPADE/PatchCore-like).
 
 References:
   Y. Liu, X. Gao, J. Z. Wen, H. Luo, "Unsupervised Image Anomaly Detection and Localization in
@@ -51,15 +53,14 @@ from flax import struct
 from jaxad import backbones, cluster, maps as maps_lib
 from jaxad.cluster.knn import knn_core
 from jaxad.models import patch_features as pf
+from jaxad.models.protocol import Run
 from jaxad.progress import Progress, log
-from jaxad.train import compile as xla_compile
-from jaxad.train.mesh import data_sharding, make_mesh, replicate, replicated_sharding
-from jaxad.train.state import step_key
 
-__all__ = ["Config", "SMCCState", "init", "train_step", "fit", "predict", "patch_features",
+__all__ = ["NAME", "Config", "SMCCState", "init", "train_step", "prepare", "predict", "patch_features",
            "extract_patches", "with_bank", "memory_bytes", "grid_size", "feature_dim",
            "center_losses"]
 
+NAME = "smcc"
 PyTree = Any
 _HI = jax.lax.Precision.HIGHEST
 _KNN_BLOCK = 2048
@@ -85,8 +86,6 @@ class Config:
     gmm_covariance: ``"diag"`` or ``"full"``.
     gmm_reg_covar: added to the covariance diagonals (only the means are used).
     gmm_max_iter: EM iterations.
-    epochs: W, self-update epochs (0 = no self-update: SPADE/PatchCore-like ablation).
-    batch_size: images per self-update step = images in the memory bank (paper: 16).
     learning_rate: Adam step size (paper: 1e-3).
     weight_decay: L2 added to the gradient, PyTorch ``Adam(weight_decay=...)`` (paper: 5e-4).
     trainable: ``"conv"`` (convolution kernels only; BN affine and classifier frozen) or ``"all"``.
@@ -110,8 +109,6 @@ class Config:
   gmm_covariance: str = "diag"
   gmm_reg_covar: float = 1e-3
   gmm_max_iter: int = 100
-  epochs: int = 3
-  batch_size: int = 16
   learning_rate: float = 1e-3
   weight_decay: float = 5e-4
   trainable: str = "conv"
@@ -130,7 +127,7 @@ class Config:
     if not self.layers or any(l not in avail for l in self.layers):
       raise ValueError(f"layers: expected a non-empty subset of {list(avail)} for {self.backbone}, "
                        f"got {list(self.layers)}")
-    for name in ("image_size", "feature_stride", "gmm_k", "batch_size", "knn_k", "gmm_max_iter"):
+    for name in ("image_size", "feature_stride", "gmm_k", "knn_k", "gmm_max_iter"):
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
@@ -138,8 +135,6 @@ class Config:
       raise ValueError(f"image_size: expected >= 32, got {self.image_size}")
     if self.channels not in (1, 3):
       raise ValueError(f"channels: expected 1 or 3, got {self.channels!r}")
-    if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
-      raise ValueError(f"epochs: expected an int >= 0, got {self.epochs!r}")
     if not isinstance(self.pool, int) or self.pool < 1 or self.pool % 2 == 0:
       raise ValueError(f"pool: expected an odd int >= 1, got {self.pool!r}")
     if self.projection not in pf.PROJECTIONS:
@@ -162,22 +157,22 @@ class Config:
 
 
 class SMCCState(struct.PyTreeNode):
-  """SMCC's state: backbone, optimiser, centres, memory bank and the best (backbone, bank) so far.
+  """SMCC's state (arrays only): backbone, optimiser, centres, memory bank and the best pair.
 
   Attributes:
     step: int32 scalar, self-update steps applied.
     key: the run's base PRNG key (typed).
-    params, batch_stats: backbone variables (``params`` = the current, after :func:`fit` the best).
+    params, batch_stats: backbone variables being self-updated (``batch_stats`` stay frozen).
     opt_state: optax state of the self-update optimiser.
-    centres: ``[gmm_k, D]`` GMM means (zeros until :func:`fit`).
-    bank: ``[S, D]`` memory bank, ``S = batch_size * h * w`` rounded up to the kNN block.
+    centres: ``[gmm_k, D]`` GMM means (zeros until :func:`prepare`).
+    bank: ``[S, D]`` memory bank of the latest step, ``S = batch_size * h * w`` rounded up to the
+      kNN block.
     bank_valid: ``[S]`` bool, False for empty slots (padding rows, rounding).
-    best_params: backbone params of the lowest-loss step (the params that produced its patches).
-    best_bank, best_bank_valid: that step's patches.
+    best_params: backbone params of the lowest-loss step (the params that produced its patches);
+      :func:`predict` uses them.
+    best_bank, best_bank_valid: that step's patches; :func:`predict` scores against them.
     best_loss: float32 scalar, the lowest ``L_c (+ L_o)`` seen (``inf`` before the first step).
     projection: ``[D_raw, D]`` fixed projection or ``None``.
-    config: the :class:`Config` (static).
-    tx: the optax transformation (static).
   """
   step: jax.Array
   key: jax.Array
@@ -192,8 +187,6 @@ class SMCCState(struct.PyTreeNode):
   best_bank_valid: jax.Array
   best_loss: jax.Array
   projection: jax.Array | None
-  config: Config = struct.field(pytree_node=False)
-  tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
 
 # ----------------------------------------------------------------------------- features
@@ -305,14 +298,8 @@ def _patch_valid(valid: jax.Array, grid: tuple[int, int]) -> jax.Array:
 # ----------------------------------------------------------------------------- interface
 
 
-@functools.lru_cache(maxsize=32)
-def _make_tx(config: Config) -> optax.GradientTransformation:
-  """The self-update optimiser, one object per (equal) config.
-
-  ``tx`` is a static field of :class:`SMCCState`, so it is part of the state's tree structure: a
-  fresh optax object per :func:`init` would make every jitted function taking the state (features,
-  train step, predict) recompile after each ``init`` with the same config. Caching keeps it equal.
-  """
+def _optimizer(config: Config) -> optax.GradientTransformation:
+  """Adam with coupled weight decay (PyTorch ``Adam(weight_decay=...)``) on the trainable leaves."""
   inner = optax.chain(optax.add_decayed_weights(config.weight_decay),
                       optax.adam(config.learning_rate))
   if config.trainable == "all":
@@ -332,16 +319,19 @@ def _check_batch(batch: Mapping[str, Any], config: Config, name: str = "batch") 
   if len(shape) != 4 or shape[1:] != want:
     raise ValueError(f"{name}['image']: expected shape [B, {want[0]}, {want[1]}, {want[2]}] "
                      f"(config.image_size, config.channels), got {shape}")
-  if not np.issubdtype(np.asarray(batch["image"]).dtype, np.floating):
-    raise TypeError(f"{name}['image']: expected float32 in [0, 1], got {np.asarray(batch['image']).dtype}")
+  dtype = getattr(batch["image"], "dtype", None) or np.asarray(batch["image"]).dtype
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(f"{name}['image']: expected float32 in [0, 1], got {dtype}")
 
 
-def init(key: jax.Array, config: Config, example_batch: Mapping[str, Any]) -> SMCCState:
+def init(config: Config, run: Run, key: jax.Array, example_batch: Mapping[str, Any]) -> SMCCState:
   """Loads (or randomly initialises) the backbone and allocates centres and memory bank.
 
   Args:
-    key: PRNG key (random init and random projection).
     config: :class:`Config`.
+    run: the run; ``run.batch_size`` images per self-update step = images in the memory bank
+      (paper: 16).
+    key: PRNG key (random init and random projection).
     example_batch: a batch dict with ``image [B, image_size, image_size, channels]`` (only its
       shape is checked).
 
@@ -364,34 +354,36 @@ def init(key: jax.Array, config: Config, example_batch: Mapping[str, Any]) -> SM
   proj = pf.projection_matrix(k_proj, config.projection, raw, config.target_dim)
   d = feature_dim(config)
   h, w = grid_size(config)
-  slots, _ = _bank_layout(config.batch_size * h * w)
-  tx = _make_tx(config)
+  slots, _ = _bank_layout(run.batch_size * h * w)
   params = variables["params"]
   bank = jnp.zeros((slots, d), jnp.float32)
   valid = jnp.zeros((slots,), bool)
   return SMCCState(step=jnp.zeros((), jnp.int32), key=jax.random.fold_in(key, 1), params=params,
-                   batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                   batch_stats=variables.get("batch_stats", {}),
+                   opt_state=_optimizer(config).init(params),
                    centres=jnp.zeros((config.gmm_k, d), jnp.float32), bank=bank, bank_valid=valid,
                    best_params=params, best_bank=bank, best_bank_valid=valid,
-                   best_loss=jnp.asarray(jnp.inf, jnp.float32), projection=proj, config=config, tx=tx)
+                   best_loss=jnp.asarray(jnp.inf, jnp.float32), projection=proj)
 
 
-def _variables(state: SMCCState, params: PyTree | None = None) -> dict[str, PyTree]:
-  return {"params": state.params if params is None else params, "batch_stats": state.batch_stats}
+def _variables(state: SMCCState, params: PyTree) -> dict[str, PyTree]:
+  return {"params": params, "batch_stats": state.batch_stats}
 
 
-def train_step(state: SMCCState, batch: Mapping[str, jax.Array],
+def train_step(config: Config, run: Run, state: SMCCState, batch: Mapping[str, jax.Array],
                key: jax.Array) -> tuple[SMCCState, dict[str, jax.Array]]:
   """One self-update step on a global batch: minimise ``L_c (+ L_o)`` w.r.t. the backbone.
 
   The memory bank becomes this batch's patches (computed with the parameters *before* the update);
-  if the batch is full (``batch_size`` valid images) and its loss is the lowest so far, those
+  if the batch is full (``run.batch_size`` valid images) and its loss is the lowest so far, those
   parameters and patches become the best pair.
 
   Args:
-    state: :class:`SMCCState` with centres set (by :func:`fit`).
-    batch: ``image [B, H, W, C]`` in [0, 1] (``B <= config.batch_size``), optional ``valid [B]``.
-    key: unused (the step is deterministic); kept for the common interface.
+    config: :class:`Config` (static).
+    run: the run (static; ``batch_size`` = bank images).
+    state: :class:`SMCCState` with centres set (by :func:`prepare`).
+    batch: ``image [B, H, W, C]`` in [0, 1] (``B <= run.batch_size``), optional ``valid [B]``.
+    key: unused (the step is deterministic); kept for the common protocol.
 
   Returns:
     ``(state, metrics)`` with float32 scalars ``loss``, ``l_c``, ``l_o``, ``best_loss``.
@@ -400,11 +392,10 @@ def train_step(state: SMCCState, batch: Mapping[str, jax.Array],
     SMCC Sec. III-C, Eqs. (4)-(6).
   """
   del key
-  config = state.config
   images = batch["image"]
   b = images.shape[0]
-  if b > config.batch_size:
-    raise ValueError(f"batch['image']: at most config.batch_size={config.batch_size} images, got {b}")
+  if b > run.batch_size:
+    raise ValueError(f"batch['image']: at most run.batch_size={run.batch_size} images, got {b}")
   valid = batch.get("valid")
   valid = jnp.ones((b,), bool) if valid is None else valid.astype(bool)
   grid = grid_size(config)
@@ -419,12 +410,12 @@ def train_step(state: SMCCState, batch: Mapping[str, jax.Array],
     return loss, (flat, lc, lo)
 
   (loss, (flat, lc, lo)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  updates, opt_state = _optimizer(config).update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   bank, bank_valid = _pack(jax.lax.stop_gradient(flat), pvalid, state.bank.shape[0])
   # Only a full batch can become the bank: its size stays batch_size * h * w (a padded remainder
   # batch of one image would otherwise win with a small, unrepresentative bank).
-  full = jnp.logical_and(jnp.all(valid), b == config.batch_size)
+  full = jnp.logical_and(jnp.all(valid), b == run.batch_size)
   better = jnp.logical_and(loss < state.best_loss, full)
   pick = lambda new, old: jnp.where(better, new, old)
   new_state = state.replace(
@@ -437,31 +428,32 @@ def train_step(state: SMCCState, batch: Mapping[str, jax.Array],
   return new_state, metrics
 
 
-def _knn_scores(state: SMCCState, feats: jax.Array) -> jax.Array:
+def _knn_scores(config: Config, state: SMCCState, feats: jax.Array) -> jax.Array:
   """``[B, h, w]`` mean Euclidean distance of every patch to its ``knn_k`` nearest bank entries."""
   b, h, w, d = feats.shape
-  k = state.config.knn_k
-  slots = state.bank.shape[0]
+  k = config.knn_k
+  slots = state.best_bank.shape[0]
   _, block = _bank_layout(slots)
   if slots % block:
-    raise ValueError(f"state.bank: {slots} rows, expected a multiple of {block} (use with_bank)")
+    raise ValueError(f"state.best_bank: {slots} rows, expected a multiple of {block} (use with_bank)")
   q = h * w
   q_pad = -(-q // 8) * 8
   queries = jnp.pad(feats.reshape(b, q, d), ((0, 0), (0, q_pad - q), (0, 0)))
 
   def one(qi):
-    sq, _ = knn_core(qi, state.bank, state.bank_valid, k=k, block=block, query_block=q_pad)
+    sq, _ = knn_core(qi, state.best_bank, state.best_bank_valid, k=k, block=block, query_block=q_pad)
     return sq
 
   sq = jax.vmap(one)(queries)[:, :q]  # [B, q, k]
   return jnp.mean(jnp.sqrt(sq), axis=-1).reshape(b, h, w)
 
 
-def predict(state: SMCCState, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Image scores and anomaly maps (jit-able; shard ``images`` on the batch axis).
+def predict(config: Config, state: SMCCState, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Image scores and anomaly maps with the best (backbone, bank) pair (jit-able).
 
   Args:
-    state: a fitted :class:`SMCCState`.
+    config: :class:`Config` (static).
+    state: a prepared (and possibly self-updated) :class:`SMCCState`.
     images: ``[B, H, W, channels]`` float32 in [0, 1] (``H, W >= 32``).
 
   Returns:
@@ -471,9 +463,8 @@ def predict(state: SMCCState, images: jax.Array) -> tuple[jax.Array, jax.Array]:
   References:
     SMCC Eqs. (7)-(8) and Sec. III-D; PatchCore anomaly maps (bilinear, sigma 4).
   """
-  config = state.config
-  feats = patch_features(config, _variables(state), state.projection, images)
-  patch = _knn_scores(state, feats)
+  feats = patch_features(config, _variables(state, state.best_params), state.projection, images)
+  patch = _knn_scores(config, state, feats)
   scores = jnp.max(patch.reshape(patch.shape[0], -1), axis=1)
   up = maps_lib.upsample(patch, (images.shape[1], images.shape[2]), method="bilinear")
   if config.sigma > 0:
@@ -481,54 +472,39 @@ def predict(state: SMCCState, images: jax.Array) -> tuple[jax.Array, jax.Array]:
   return scores, up
 
 
-# ----------------------------------------------------------------------------- fit
+# ----------------------------------------------------------------------------- prepare
 
 
-def _epoch_source(batches: Any) -> Callable[[int], Iterable[Mapping[str, Any]]]:
-  if callable(batches):
-    return batches
-  if iter(batches) is batches:  # one-shot iterator: materialise once, reuse every epoch
-    batches = list(batches)
-  return lambda epoch: batches
+@functools.partial(jax.jit, static_argnums=0)
+def _features(config: Config, state: SMCCState, images: jax.Array) -> jax.Array:
+  return patch_features(config, _variables(state, state.params), state.projection, images)
 
 
-@jax.jit
-def _jit_features(state: SMCCState, images: jax.Array) -> jax.Array:
-  return patch_features(state.config, _variables(state), state.projection, images)
-
-
-def extract_patches(state: SMCCState, batches: Iterable[Mapping[str, Any]], *,
-                    mesh: jax.sharding.Mesh | None = None, desc: str = "smcc features") -> np.ndarray:
+def extract_patches(config: Config, state: SMCCState, batches: Iterable[Mapping[str, Any]], *,
+                    desc: str = "smcc features") -> np.ndarray:
   """All valid patch vectors of ``batches`` with the state's current backbone, on the host.
 
   Args:
-    state: :class:`SMCCState` (replicated on ``mesh`` or on one device).
-    batches: iterable of batch dicts (``image``, optional ``valid``).
-    mesh: 1-D ``"data"`` mesh for the batch axis (all devices when ``None``).
+    config: :class:`Config`.
+    state: :class:`SMCCState` (on one device, or replicated over the mesh of the batches).
+    batches: iterable of batch dicts (``image``, optional ``valid``); host arrays or arrays
+      sharded on the batch axis.
 
   Returns:
     ``[N_patches, D]`` float32 numpy array (row order: batch, image, row, column).
   """
-  mesh = make_mesh() if mesh is None else mesh
   out = []
   with Progress(desc=desc, unit="batch") as bar:
     for i, batch in enumerate(batches):
-      _check_batch(batch, state.config, f"batches[{i}]")
-      images = np.asarray(batch["image"], np.float32)
-      valid = np.asarray(batch.get("valid", np.ones(images.shape[0], bool)), bool)
-      f = np.asarray(_jit_features(state, _put(images, mesh)))
+      _check_batch(batch, config, f"batches[{i}]")
+      images = batch["image"]
+      valid = np.asarray(batch["valid"], bool) if "valid" in batch else np.ones(images.shape[0], bool)
+      f = np.asarray(_features(config, state, images))
       out.append(f[valid].reshape(-1, f.shape[-1]))
       bar.update(1)
   if not out:
     raise ValueError("batches: no batches given")
   return np.concatenate(out)
-
-
-def _put(images: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:
-  n = mesh.devices.size
-  if images.shape[0] % n:
-    raise ValueError(f"batch size {images.shape[0]} is not divisible by the {n} devices of the mesh")
-  return jax.device_put(images, data_sharding(mesh))
 
 
 def _centres(key: jax.Array, x: np.ndarray, config: Config) -> jax.Array:
@@ -545,104 +521,68 @@ def _centres(key: jax.Array, x: np.ndarray, config: Config) -> jax.Array:
   return res.params.means
 
 
-def _initial_bank(state: SMCCState, images: jax.Array, valid: np.ndarray) -> SMCCState:
-  """Bank = patches of ``images`` with the current backbone (the ``epochs = 0`` bank)."""
-  feats = _jit_features(state, images)
-  pvalid = np.repeat(valid, int(np.prod(grid_size(state.config))))
-  flat = jax.device_get(feats).reshape(-1, feats.shape[-1])
-  bank, bank_valid = _pack(jnp.asarray(flat), jnp.asarray(pvalid), state.bank.shape[0])
-  return state.replace(bank=bank, bank_valid=bank_valid, best_bank=bank, best_bank_valid=bank_valid)
-
-
-@functools.lru_cache(maxsize=8)
-def _sharded_step(mesh: jax.sharding.Mesh) -> Callable[..., Any]:
-  """:func:`train_step` jitted with the state replicated and the batch sharded over ``mesh``."""
-  repl = replicated_sharding(mesh)
-  return xla_compile.jit(train_step, in_shardings=(repl, data_sharding(mesh), repl),
-                         out_shardings=(repl, repl))
-
-
-def fit(key: jax.Array, state: SMCCState, batches: Any, *, mesh: jax.sharding.Mesh | None = None,
-        history: list[dict[str, float]] | None = None) -> SMCCState:
-  """SMCC training: features -> sensitivity coreset -> GMM centres -> W epochs of self-update.
+def prepare(config: Config, run: Run, key: jax.Array, state: SMCCState,
+            batches: Callable[[], Iterable[Mapping[str, Any]]]) -> SMCCState:
+  """SMCC's non-gradient stage: features -> sensitivity coreset -> GMM centres -> first bank.
 
   Args:
+    config: :class:`Config`.
+    run: the run (``batch_size`` images per batch).
     key: PRNG key for the coreset and the GMM (same key + data -> identical state).
     state: from :func:`init`.
-    batches: the training batches (dicts with ``image [B,H,W,C]`` in [0,1], optional ``valid``,
-      ``B <= config.batch_size`` and divisible by the mesh size): a re-iterable (list), a one-shot
-      iterator (materialised once) or a callable ``epoch -> iterable`` (e.g. a shuffled order per
-      epoch). The first epoch's batches are used for the centres.
-    mesh: 1-D ``"data"`` mesh; all devices when ``None``.
-    history: optional list receiving one metrics dict (``step``, ``epoch``, ``loss``, ``l_c``,
-      ``l_o``, ``best_loss`` as floats) per self-update step.
+    batches: returns an iterator over every training image once (fixed order, ``valid`` marks
+      real rows); the first batch's patches become the initial bank (the ``epochs = 0`` bank).
 
   Returns:
-    The fitted state: ``params``/``bank`` = the best pair (lowest loss among the steps on full
-    batches); with ``epochs = 0`` (or no full batch) the pretrained backbone and the first batch's
-    patches.
+    The state with ``centres`` and ``bank`` = ``best_bank`` set (``best_params`` = ``params``).
 
   References:
-    SMCC Algorithm 1 (feature extraction, GMM cluster, self-updated memory bank).
+    SMCC Algorithm 1 (feature extraction, GMM cluster), Algorithm 2 (centre set).
   """
-  config = state.config
-  mesh = make_mesh() if mesh is None else mesh
-  source = _epoch_source(batches)
-  first = list(source(0))
-  if not first:
-    raise ValueError("batches: no batches given")
-  for i, b in enumerate(first):
-    _check_batch(b, config, f"batches[{i}]")
-    if np.shape(b["image"])[0] > config.batch_size:
-      raise ValueError(f"batches[{i}]['image']: at most config.batch_size={config.batch_size} "
-                       f"images per batch, got {np.shape(b['image'])[0]}")
-  state = replicate(state, mesh)
+  del run
   t0 = time.perf_counter()
-  x = extract_patches(state, first, mesh=mesh)
+  first: dict[str, Any] | None = None
+  parts = []
+  with Progress(desc="smcc features", unit="batch") as bar:
+    for i, batch in enumerate(batches()):
+      _check_batch(batch, config, f"batches[{i}]")
+      valid = np.asarray(batch["valid"], bool) if "valid" in batch else None
+      f = np.asarray(_features(config, state, batch["image"]))
+      if first is None:
+        first = {"feats": f, "valid": np.ones(f.shape[0], bool) if valid is None else valid}
+      parts.append(f if valid is None else f[valid])
+      bar.update(1)
+  if first is None:
+    raise ValueError("batches: no batches given")
+  x = np.concatenate([p.reshape(-1, p.shape[-1]) for p in parts])
   centres = _centres(key, x, config)
   log("smcc: %d training patches of dim %d, %d centres, %.1fs", x.shape[0], x.shape[1],
       config.gmm_k, time.perf_counter() - t0)
-  state = replicate(state.replace(centres=jnp.asarray(centres)), mesh)
-  b0 = first[0]
-  images0 = np.asarray(b0["image"], np.float32)
-  valid0 = np.asarray(b0.get("valid", np.ones(images0.shape[0], bool)), bool)
-  state = replicate(_initial_bank(state, _put(images0, mesh), valid0), mesh)
-  if config.epochs == 0:
-    return state.replace(best_params=state.params)
-  step_fn = _sharded_step(mesh)
-  n_steps = config.epochs * len(first)
-  with Progress(total=n_steps, desc="smcc self-update", unit="step") as bar:
-    for epoch in range(config.epochs):
-      for batch in (first if epoch == 0 else source(epoch)):
-        images = np.asarray(batch["image"], np.float32)
-        valid = np.asarray(batch.get("valid", np.ones(images.shape[0], bool)), bool)
-        dev = {"image": _put(images, mesh), "valid": jax.device_put(valid, data_sharding(mesh))}
-        state, metrics = step_fn(state, dev, step_key(state))
-        m = {k: float(v) for k, v in metrics.items()}
-        if history is not None:
-          history.append({"step": int(state.step), "epoch": epoch, **m})
-        bar.update(1, **m)
-  return state.replace(params=state.best_params, bank=state.best_bank,
-                       bank_valid=state.best_bank_valid)
+  pvalid = np.repeat(first["valid"], int(np.prod(grid_size(config))))
+  flat = first["feats"].reshape(-1, first["feats"].shape[-1])
+  bank, bank_valid = _pack(jnp.asarray(flat), jnp.asarray(pvalid), state.bank.shape[0])
+  return state.replace(centres=jnp.asarray(centres), bank=bank, bank_valid=bank_valid,
+                       best_bank=bank, best_bank_valid=bank_valid, best_params=state.params)
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def with_bank(state: SMCCState, bank: Any) -> SMCCState:
+def with_bank(config: Config, state: SMCCState, bank: Any) -> SMCCState:
   """Replaces the memory bank by ``bank [N, D]`` (any N >= knn_k), e.g. a PatchCore coreset.
 
   Args:
+    config: :class:`Config`.
     state: :class:`SMCCState`.
     bank: ``[N, D]`` finite patch vectors with ``D = feature_dim(config)``.
 
   Returns:
-    The state with ``bank``/``bank_valid`` (and the best pair) set to the padded ``bank``.
+    The state with ``bank``/``bank_valid`` and the best pair's bank set to the padded ``bank``.
   """
   bank = np.asarray(bank, np.float32)
-  d = feature_dim(state.config)
-  if bank.ndim != 2 or bank.shape[1] != d or bank.shape[0] < state.config.knn_k:
-    raise ValueError(f"bank: expected [N >= knn_k={state.config.knn_k}, {d}], got {bank.shape}")
+  d = feature_dim(config)
+  if bank.ndim != 2 or bank.shape[1] != d or bank.shape[0] < config.knn_k:
+    raise ValueError(f"bank: expected [N >= knn_k={config.knn_k}, {d}], got {bank.shape}")
   if not np.all(np.isfinite(bank)):
     raise ValueError("bank: contains NaN or inf")
   slots, _ = _bank_layout(bank.shape[0])
@@ -656,9 +596,9 @@ def memory_bytes(state: SMCCState) -> dict[str, int]:
   Returns:
     dict with ``bank``, ``centres``, ``backbone`` and ``total`` in bytes.
   """
-  n_valid = int(np.asarray(jax.device_get(state.bank_valid)).sum())
-  bank = n_valid * int(state.bank.shape[1]) * 4
+  n_valid = int(np.asarray(jax.device_get(state.best_bank_valid)).sum())
+  bank = n_valid * int(state.best_bank.shape[1]) * 4
   centres = int(np.prod(state.centres.shape)) * 4
-  leaves = jax.tree.leaves({"p": state.params, "b": state.batch_stats})
+  leaves = jax.tree.leaves({"p": state.best_params, "b": state.batch_stats})
   bb = int(sum(np.prod(x.shape) * x.dtype.itemsize for x in leaves))
   return {"bank": bank, "centres": centres, "backbone": bb, "total": bank + centres + bb}

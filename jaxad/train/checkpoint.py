@@ -2,14 +2,17 @@
 
 The saved item is the state's pytree part as a nested dict
 (``flax.serialization.to_state_dict``), with typed PRNG keys stored as their
-``key_data`` (uint32). The static fields of a state (``apply_fn``, ``tx``) are
-not saved: restoring needs a *template* state built by the method's ``init``
-with the same config; the saved arrays are restored into it with the
+``key_data`` (uint32). Restoring needs a *template* state built by the method's
+``init`` with the same config; the saved arrays are restored into it with the
 template's shardings, and keys are re-wrapped with the template's key impl.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging as std_logging
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
-__all__ = ["Checkpointer", "CheckpointMismatchError", "to_saveable", "from_saveable",
-           "quiet_orbax_logs"]
+__all__ = ["Checkpointer", "CheckpointMismatchError", "CheckpointUnreadableError", "to_saveable",
+           "from_saveable", "quiet_orbax_logs"]
 
 PyTree = Any
 
@@ -58,8 +61,18 @@ def _abstract(x: Any) -> Any:
   return jax.ShapeDtypeStruct(x.shape, x.dtype)
 
 
+class CheckpointUnreadableError(RuntimeError):
+  """A checkpoint's files cannot be read (truncated, overwritten, missing)."""
+
+
 class Checkpointer:
   """Saves and restores train states under ``<workdir>/checkpoints``.
+
+  A checkpoint whose files cannot be read is *unreadable* (:class:`CheckpointUnreadableError`);
+  one that reads but does not fit the state being restored is a *mismatch*
+  (:class:`CheckpointMismatchError`): the saved tree, shapes and dtypes are compared with the
+  template's before any array is read. :meth:`restore_latest` skips unreadable checkpoints with
+  a warning naming them and returns the newest intact one.
 
   Args:
     workdir: the run's directory (created if missing).
@@ -80,7 +93,8 @@ class Checkpointer:
     self.save_every = save_every or 0
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_handlers=ocp.StandardCheckpointHandler())
 
   def all_steps(self) -> list[int]:
     """Steps with a finished checkpoint, ascending."""
@@ -115,10 +129,11 @@ class Checkpointer:
         placed with the shardings the restored arrays should have.
       step: which checkpoint; the latest when ``None``.
     Returns:
-      The restored state (``template``'s static fields, saved arrays).
+      The restored state (``template``'s structure, saved arrays).
     Raises:
-      FileNotFoundError: no checkpoint in the workdir.
-      CheckpointMismatchError: the checkpoint's arrays do not fit ``template``.
+      FileNotFoundError: no (such) checkpoint in the workdir.
+      CheckpointMismatchError: the checkpoint's tree, shapes or dtypes do not fit ``template``.
+      CheckpointUnreadableError: the checkpoint's files cannot be read.
     """
     self.wait()
     if step is None:
@@ -128,15 +143,62 @@ class Checkpointer:
     elif step not in self._manager.all_steps():
       raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory} "
                               f"(available: {self.all_steps()})")
-    abstract = jax.tree_util.tree_map(_abstract, to_saveable(template))
-    try:
-      saved = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-      return from_saveable(template, saved)
-    except Exception as e:  # Orbax raises several types for shape/structure mismatches.
-      raise CheckpointMismatchError(
-          f"workdir {self.workdir} holds a checkpoint (step {step}) that does not match the "
-          f"state of this method/config: {type(e).__name__}: {e}. Use a fresh --workdir or the "
-          "same method and config as the saved run.") from e
+    wanted = to_saveable(template)
+    with _orbax_silenced():
+      try:
+        saved_tree = self._manager.item_metadata(step).tree
+      except Exception as e:  # noqa: BLE001 - any failure to read is reported as unreadable
+        raise CheckpointUnreadableError(self._unreadable(step, e)) from None
+      problem = _compare(saved_tree, wanted)
+      if problem:
+        raise CheckpointMismatchError(
+            f"workdir {self.workdir} holds a checkpoint (step {step}) that does not match the "
+            f"state of this method/config: {problem}. Use a fresh --workdir or the same method "
+            "and config as the saved run.")
+      abstract = jax.tree_util.tree_map(_abstract, wanted)
+      try:
+        saved = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      except Exception as e:  # noqa: BLE001 - the layout matched, so this is damaged data
+        raise CheckpointUnreadableError(self._unreadable(step, e)) from None
+    return from_saveable(template, saved)
+
+  def restore_latest(self, template: PyTree, *,
+                     set_aside: bool = True) -> tuple[PyTree, int] | None:
+    """The newest intact checkpoint restored into ``template``, or ``None`` if there is none.
+
+    Unreadable checkpoints are skipped with a warning naming the step; with ``set_aside`` they
+    are moved to ``<workdir>/unreadable_checkpoints/<step>`` (single-process jobs only), so that
+    the run can write that step again.
+
+    Raises:
+      CheckpointMismatchError: the newest readable checkpoint does not fit ``template``.
+    """
+    for step in reversed(self.all_steps()):
+      try:
+        return self.restore(template, step), step
+      except CheckpointUnreadableError as e:
+        log_warning("%s; skipping it", e)
+        if set_aside:
+          self._set_aside(step)
+    return None
+
+  def _unreadable(self, step: int, error: Exception) -> str:
+    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return (f"checkpoint step {step} in {self.directory} is unreadable "
+            f"({type(error).__name__}: {first})")
+
+  def _set_aside(self, step: int) -> None:
+    if jax.process_count() > 1:
+      raise CheckpointUnreadableError(
+          f"checkpoint step {step} in {self.directory} is unreadable; in a multi-process job "
+          "remove it by hand and restart")
+    target = self.workdir / "unreadable_checkpoints" / str(step)
+    target.parent.mkdir(exist_ok=True)
+    if target.exists():
+      shutil.rmtree(target)
+    shutil.move(str(self.directory / str(step)), str(target))
+    self._manager.reload()
+    log_warning("moved the unreadable checkpoint to %s", target)
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are finished."""
@@ -154,17 +216,56 @@ class Checkpointer:
     self.close()
 
 
-class _DropOrbaxInfo:
-  """absl log filter: drops Orbax's INFO/DEBUG lines (it logs every save/close)."""
+def _compare(saved: Any, wanted: Any) -> str:
+  """Empty if the saved tree metadata fits ``wanted`` (same paths, shapes, dtypes), else why not."""
+  def flat(tree: Any) -> dict[str, Any]:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {jax.tree_util.keystr(p): x for p, x in leaves}
+
+  have, want = flat(saved), flat(wanted)
+  missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+  if missing or extra:
+    return f"entries missing from the checkpoint {missing[:5]}, unexpected entries {extra[:5]}"
+  for path, x in want.items():
+    shape, dtype = tuple(np.shape(x)), np.dtype(x.dtype)
+    meta = have[path]
+    if tuple(meta.shape) != shape or np.dtype(meta.dtype) != dtype:
+      return f"{path}: saved {tuple(meta.shape)} {np.dtype(meta.dtype)}, expected {shape} {dtype}"
+  return ""
+
+
+@contextlib.contextmanager
+def _orbax_silenced() -> Iterator[None]:
+  """Drops Orbax's own log lines (errors included) while jaxad reports the outcome itself."""
+  from absl import logging as absl_logging
+  logger = absl_logging.get_absl_logger()
+  filt = _DropOrbax(std_logging.CRITICAL + 1)
+  logger.addFilter(filt)
+  try:
+    yield
+  finally:
+    logger.removeFilter(filt)
+
+
+def log_warning(msg: str, *args: Any) -> None:
+  """A warning on jaxad's log (absl)."""
+  from absl import logging as absl_logging
+  absl_logging.warning(msg, *args)
+
+
+class _DropOrbax:
+  """absl log filter: drops Orbax's records below ``level`` (it logs every save/close)."""
+
+  def __init__(self, level: int = std_logging.WARNING) -> None:
+    self.level = level
 
   def filter(self, record: Any) -> bool:
-    import logging as std_logging
-    return record.levelno >= std_logging.WARNING or "orbax" not in str(record.pathname)
+    return record.levelno >= self.level or "orbax" not in str(record.pathname)
 
 
 def quiet_orbax_logs() -> None:
   """Hides Orbax's INFO lines from absl logging (CLI scripts call this once)."""
   from absl import logging as absl_logging
   logger = absl_logging.get_absl_logger()
-  if not any(isinstance(f, _DropOrbaxInfo) for f in logger.filters):
-    logger.addFilter(_DropOrbaxInfo())
+  if not any(isinstance(f, _DropOrbax) for f in logger.filters):
+    logger.addFilter(_DropOrbax())

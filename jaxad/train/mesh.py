@@ -7,8 +7,8 @@ gradients and compute BatchNorm statistics over the global batch. Model code is
 written for the global batch and never names an axis (see CONTRIBUTING.md,
 "One interface for every method"). One device is the 1-device mesh: same path.
 
-Multi-host: every process calls the same functions; :func:`shard_batch` builds
-the global batch from each process's local rows with
+Multi-host: every process calls the same functions; :func:`jaxad.data.shard_batch`
+builds the global batch from each process's local rows with
 ``jax.make_array_from_process_local_data`` and :func:`replicate` builds the
 replicated state from each process's (identical) host copy.
 """
@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 __all__ = ["DATA_AXIS", "make_mesh", "data_sharding", "replicated_sharding",
-           "check_batch_size", "shard_batch", "replicate", "to_host"]
+           "check_batch_size", "replicate", "to_host"]
 
 DATA_AXIS = "data"
 PyTree = Any
@@ -82,28 +82,6 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
     raise ValueError(f"batch_size={global_batch_size} is not divisible by the number of devices "
                      f"({n}); use a multiple of {n}, e.g. {max(n, global_batch_size // n * n)}")
   return int(global_batch_size) // jax.process_count()
-
-
-def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Builds the global, data-sharded batch from this process's rows.
-
-  Args:
-    batch: dict of host arrays, each ``[B_local, ...]`` (this process's rows of
-      the global batch, in process order).
-    mesh: the 1-D data mesh.
-  Returns:
-    Dict of ``jax.Array`` of shape ``[B_local * process_count, ...]`` sharded on
-    the leading axis.
-  """
-  sharding = data_sharding(mesh)
-  out = {}
-  for name, value in batch.items():
-    value = np.asarray(value)
-    if value.ndim == 0:
-      raise ValueError(f"batch[{name!r}] must have a leading batch axis, got a scalar")
-    global_shape = (value.shape[0] * jax.process_count(),) + value.shape[1:]
-    out[name] = jax.make_array_from_process_local_data(sharding, value, global_shape)
-  return out
 
 
 def _is_key(x: Any) -> bool:

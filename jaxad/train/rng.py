@@ -6,10 +6,11 @@
   initialisation and the state's base key, from which the engine derives each
   step's key (augmentation, dropout, ...) with
   :func:`jaxad.train.state.step_key` — a function of (seed, step) only.
-* ``DATA`` (1): the data-order seed, an integer (:func:`data_seed`); batches of
-  epoch ``e`` are a function of (data seed, ``e``) only.
 * ``SAMPLE`` (2): host-side choices such as which images go into PNG samples.
-* ``FIT`` (3): passed to ``method.fit`` of memory-bank methods (coresets, GMM, ...).
+* ``PREPARE`` (3): passed to ``method.prepare`` (coresets, GMM, k-means banks ...).
+
+The data order is not a JAX stream: :func:`jaxad.data.epoch_order` derives it from
+``(seed, epoch)`` with NumPy, the same for the engine and for ``jaxad.data.batches``.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-__all__ = ["INIT", "DATA", "SAMPLE", "FIT", "stream", "data_seed", "epoch_permutation"]
+__all__ = ["INIT", "SAMPLE", "PREPARE", "stream", "check_seed"]
 
 INIT = 0
-DATA = 1
 SAMPLE = 2
-FIT = 3  # the non-gradient ``fit`` of memory-bank methods (coresets, GMM, ...)
+PREPARE = 3
 
 
-def _check_seed(seed: int) -> int:
+def check_seed(seed: int) -> int:
+  """Returns ``seed`` as an int after checking it is an integer in ``[0, 2**32)``."""
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
     raise TypeError(f"seed must be an int, got {type(seed).__name__}")
   if not 0 <= int(seed) < 2**32:
@@ -35,26 +36,4 @@ def _check_seed(seed: int) -> int:
 
 def stream(seed: int, purpose: int) -> jax.Array:
   """The typed PRNG key of one purpose: ``fold_in(key(seed), purpose)``."""
-  return jax.random.fold_in(jax.random.key(_check_seed(seed)), purpose)
-
-
-def data_seed(seed: int) -> int:
-  """An integer seed for host-side data order, derived from ``seed`` via ``fold_in``."""
-  bits = np.asarray(jax.random.key_data(stream(seed, DATA))).ravel()
-  return int(bits[-1])
-
-
-def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-  """A permutation of ``range(num_examples)`` that depends on (seed, epoch) only.
-
-  Args:
-    num_examples: number of examples (>= 0).
-    seed: the data seed (see :func:`data_seed`).
-    epoch: epoch index (>= 0).
-  Returns:
-    int64 array ``[num_examples]``.
-  """
-  if num_examples < 0 or epoch < 0:
-    raise ValueError(f"num_examples and epoch must be >= 0, got {num_examples}, {epoch}")
-  rng = np.random.default_rng([_check_seed(seed), int(epoch)])
-  return rng.permutation(num_examples)
+  return jax.random.fold_in(jax.random.key(check_seed(seed)), purpose)

@@ -124,3 +124,20 @@ def test_import_jaxad_data_is_light():
           "('tensorflow', 'tensorflow_datasets', 'torch', 'jax', 'flax'))))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_start_resumes_mid_epoch_and_as_split_wraps_arrays():
+  s = _split()
+  whole = [_rows(b) for b in data.batches(s, 4, seed=3, epoch=1)]
+  tail = [_rows(b) for b in data.batches(s, 4, seed=3, epoch=1, start=2)]
+  assert len(tail) == len(whole) - 2
+  for a, b in zip(whole[2:], tail):
+    np.testing.assert_array_equal(a, b)
+  split = data.as_split(s.images)
+  assert isinstance(split, ArraySplit) and len(split) == 23 and not split.has_masks
+  np.testing.assert_array_equal(split.images, s.images)
+  assert data.as_split(s) is s
+  with pytest.raises(ValueError, match="N, H, W, C"):
+    data.as_split(s.images[0])
+  with pytest.raises(TypeError, match="float32"):
+    data.as_split(s.images.astype(np.float64))

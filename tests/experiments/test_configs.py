@@ -1,30 +1,44 @@
-"""--set parsing into frozen method configs."""
+"""Method config files: ml_collections ConfigDicts that round-trip to the frozen method Configs."""
 
 from __future__ import annotations
 
 import pytest
+from ml_collections import config_dict
 
 from experiments import configs
-from jaxad.models import conv_ae
+from experiments.configs import conv_ae as conv_ae_cli
+from experiments.configs import ramfae as ramfae_cli
+from experiments.configs import smcc as smcc_cli
+from jaxad.models import conv_ae, ramfae, smcc
 
 
-def test_get_config_reads_the_method_file():
-  cfg = configs.get_config("conv_ae", conv_ae)
-  assert isinstance(cfg, conv_ae.Config) and cfg.image_size == 128
+@pytest.mark.parametrize("module, method", [(conv_ae_cli, conv_ae), (ramfae_cli, ramfae),
+                                            (smcc_cli, smcc)])
+def test_config_files_name_their_method_and_build_its_config(module, method):
+  cd = module.get_config()
+  assert cd.method == method.NAME
+  cfg = configs.to_method_config(method, cd)
+  assert isinstance(cfg, method.Config)
+  assert configs.method_config(method.NAME, cfg).to_dict() == cd.to_dict()
 
 
-def test_overrides_are_typed_by_the_default():
-  cfg = configs.apply_overrides(conv_ae.Config(), ["features=4,8", "batch_norm=false",
-                                                   "learning_rate=2e-3", "image_size=16"])
-  assert cfg.features == (4, 8) and cfg.batch_norm is False
-  assert cfg.learning_rate == 0.002 and cfg.image_size == 16
-  with pytest.raises(ValueError, match="expected a int"):
-    configs.apply_overrides(conv_ae.Config(), ["image_size=big"])
-  with pytest.raises(ValueError, match="no field"):
-    configs.apply_overrides(conv_ae.Config(), ["size=3"])
-  with pytest.raises(ValueError, match="field=value"):
-    configs.apply_overrides(conv_ae.Config(), ["size"])
-  with pytest.raises(ValueError, match="twice"):
-    configs.parse_overrides(["a=1", "a=2"])
-  with pytest.raises(ValueError, match="channels"):  # the Config's own validation still runs
-    configs.apply_overrides(conv_ae.Config(), ["channels=2"])
+def test_placeholders_overrides_and_validation():
+  cd = smcc_cli.get_config()
+  assert cd.weights_path is None and cd.lo_margin is None
+  cd.lo_margin = 0.5  # None fields are typed placeholders: a float can be set ...
+  with pytest.raises(TypeError):
+    cd.lo_margin = "wide"  # ... and a wrong type is refused
+  cd.layers = ["stride8"]
+  cfg = configs.to_method_config(smcc, cd)
+  assert cfg.lo_margin == 0.5 and cfg.layers == ("stride8",)
+  bad = conv_ae_cli.get_config()
+  bad.channels = 2
+  with pytest.raises(ValueError, match="channels"):  # the Config's own validation runs
+    configs.to_method_config(conv_ae, bad)
+  extra = conv_ae_cli.get_config()
+  extra.size = 3
+  with pytest.raises(ValueError, match=r"no field\(s\) \['size'\]"):
+    configs.to_method_config(conv_ae, extra)
+  mnist = configs.to_method_config(ramfae, ramfae_cli.get_config("mnist"))
+  assert (mnist.image_size, mnist.channels, mnist.max_features) == (32, 1, 128)
+  assert isinstance(config_dict.placeholder(int), config_dict.FieldReference)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,9 +43,12 @@ def folder(tmp_path_factory):
                            n_test_abnormal=4, size=40)
 
 
+CONV_AE = "--config=experiments/configs/conv_ae.py"
+
+
 def _train_args(folder, workdir, *extra):
-  return ("--method=conv_ae", "--dataset=folder", f"--data_dir={folder}", f"--workdir={workdir}",
-          "--image_size=32", "--batch_size=4", "--seed=3", "--set", "features=8,16",
+  return (CONV_AE, "--dataset=folder", f"--data_dir={folder}", f"--workdir={workdir}",
+          "--config.image_size=32", "--batch_size=4", "--seed=3", "--config.features=8,16",
           "--num_samples=4", *extra)
 
 
@@ -73,19 +77,20 @@ def test_train_resume_evaluate(folder, tmp_path):
   assert (wd / "test_panels.png").stat().st_size > 0
 
   # The same workdir with another config: a clear error naming the workdir.
-  bad = _run("train.py", *_train_args(folder, wd, "--epochs=2", "--set", "learning_rate=0.5"),
+  bad = _run("train.py", *_train_args(folder, wd, "--epochs=2", "--config.learning_rate=0.5"),
              check=False)
   assert bad.returncode != 0 and str(wd) in bad.stderr and "incompatible" in bad.stderr
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--method=conv_ae", "--dataset=folder", "--data_dir=/nonexistent/x", "--workdir=W"),
+    ((CONV_AE, "--dataset=folder", "--data_dir=/nonexistent/x", "--workdir=W"),
      "--data_dir=/nonexistent/x does not exist"),
-    (("--method=conv_ae", "--dataset=mvtec", "--workdir=W"), "--data_dir is required"),
-    (("--method=conv_ae", "--dataset=folder", "--data_dir=.", "--workdir=W", "--num_processes=2"),
+    ((CONV_AE, "--dataset=mvtec", "--workdir=W"), "--data_dir is required"),
+    ((CONV_AE, "--dataset=folder", "--data_dir=.", "--workdir=W", "--num_processes=2"),
      "--coordinator_address"),
-    (("--method=conv_ae", "--dataset=folder", "--data_dir=.", "--workdir=W", "--normal_class=3"),
+    ((CONV_AE, "--dataset=folder", "--data_dir=.", "--workdir=W", "--normal_class=3"),
      "--normal_class only applies"),
+    (("--dataset=folder", "--data_dir=.", "--workdir=W"), "--config is required"),
 ])
 def test_bad_flags_fail_before_training(args, message, tmp_path):
   args = tuple(a.replace("=W", f"={tmp_path / 'w'}") for a in args)
@@ -95,9 +100,60 @@ def test_bad_flags_fail_before_training(args, message, tmp_path):
 
 
 def test_bad_method_flags(folder, tmp_path):
-  proc = _run("train.py", *_train_args(folder, tmp_path / "w", "--set", "nope=1"), check=False)
-  assert proc.returncode != 0 and "has no field(s) ['nope']" in proc.stderr
-  proc = _run("train.py", *_train_args(folder, tmp_path / "w", "--set", "image_size=64"), check=False)
-  assert proc.returncode != 0 and "conflicts with --set image_size=64" in proc.stderr
+  proc = _run("train.py", *_train_args(folder, tmp_path / "w", "--config.nope=1"), check=False)
+  assert proc.returncode != 0 and "--config has no field 'nope'" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  proc = _run("train.py", *_train_args(folder, tmp_path / "w", "--config.channels=2"), check=False)
+  assert proc.returncode != 0 and "channels must be 1 or 3" in proc.stderr
   proc = _run("evaluate.py", f"--workdir={tmp_path / 'none'}", check=False)
   assert proc.returncode != 0 and "run.json not found" in proc.stderr
+
+
+SMCC_ARGS = ("--config=experiments/configs/smcc.py", "--config.image_size=32",
+             "--config.backbone=resnet18", "--config.layers=('layer1','layer2')",
+             "--config.pretrained=False", "--config.feature_stride=4", "--config.gmm_k=3",
+             "--config.knn_k=2", "--config.sigma=1.0", "--config.learning_rate=1e-4",
+             "--batch_size=4", "--epochs=8", "--seed=3", "--save_every=1", "--keep=2",
+             "--num_samples=0", "--log_every=1")
+
+
+def test_smcc_killed_after_a_checkpoint_resumes_bit_identically(folder, tmp_path):
+  """SIGKILL mid self-update; the rerun resumes from the checkpoint to the state of one run."""
+  import signal
+  import time
+
+  import numpy as np
+
+  from jaxad.train import loop
+  from jaxad.train.mesh import to_host
+
+  common = (*SMCC_ARGS, "--dataset=folder", f"--data_dir={folder}")
+  full_wd, wd = tmp_path / "full", tmp_path / "killed"
+  _run("train.py", *common, f"--workdir={full_wd}")  # uninterrupted (fills the compile cache)
+  args = (*common, f"--workdir={wd}")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO), JAX_COMPILATION_CACHE_DIR=_CACHE,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.Popen([sys.executable, str(REPO / "experiments" / "train.py"), *args],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=str(REPO))
+  metrics = wd / "metrics.jsonl"
+  deadline = time.monotonic() + 400
+  # Kill once a self-update step past 1 is logged (its checkpoint, every step, is then written).
+  while time.monotonic() < deadline and proc.poll() is None:
+    if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
+      break
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-3000:]
+  steps = sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps and max(steps) < 24  # interrupted mid-run, after at least one checkpoint
+  out = _run("train.py", *args)
+  assert json.loads(out.stdout.strip().splitlines()[-1])["step"] == 24  # 12 images / 4 x 8
+  rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+  assert [r["step"] for r in rows] == list(range(1, 25))  # one line per self-update step
+  full_rows = [json.loads(line) for line in (full_wd / "metrics.jsonl").read_text().splitlines()]
+  assert rows == full_rows
+  killed, full = loop.restore(wd), loop.restore(full_wd)
+  for a, b in zip(jax.tree.leaves(to_host(full.state)), jax.tree.leaves(to_host(killed.state))):
+    np.testing.assert_array_equal(a, b)

@@ -12,9 +12,11 @@ import pytest
 
 from jaxad import models
 from jaxad.models import conv_ae
+from jaxad.models.protocol import Run
 from jaxad.train.state import step_key
 
 CFG = conv_ae.Config(image_size=32, channels=3, features=(8, 16))
+RUN = Run()
 
 
 def _batch(n=8, seed=0, channels=3):
@@ -35,14 +37,14 @@ def test_config_validation():
 
 
 def test_init_shapes_and_input_validation():
-  state = conv_ae.init(jax.random.key(0), CFG, _batch())
+  state = conv_ae.init(CFG, RUN, jax.random.key(0), _batch())
   assert state.params["Conv_0"]["kernel"].shape == (3, 3, 3, 8)
   assert state.batch_stats["BatchNorm_0"]["mean"].shape == (8,)
   assert int(state.step) == 0
   with pytest.raises(ValueError, match=r"\[B, 32, 32, 3\]"):
-    conv_ae.init(jax.random.key(0), CFG, _batch(channels=1))
+    conv_ae.init(CFG, RUN, jax.random.key(0), _batch(channels=1))
   with pytest.raises(TypeError, match="float32"):
-    conv_ae.init(jax.random.key(0), CFG, {"image": np.zeros((1, 32, 32, 3), np.float64)})
+    conv_ae.init(CFG, RUN, jax.random.key(0), {"image": np.zeros((1, 32, 32, 3), np.float64)})
 
 
 def test_flat_init_matches_lecun_normal_statistics():
@@ -56,10 +58,10 @@ def test_flat_init_matches_lecun_normal_statistics():
 
 
 def test_predict_is_squared_residual_and_max_score():
-  state = conv_ae.init(jax.random.key(0), CFG, _batch())
+  state = conv_ae.init(CFG, RUN, jax.random.key(0), _batch())
   x = _batch(5, seed=3)["image"]
-  scores, maps = conv_ae.predict(state, x)
-  recon = np.asarray(conv_ae.reconstruct(state, x))
+  scores, maps = conv_ae.predict(CFG, state, x)
+  recon = np.asarray(conv_ae.reconstruct(CFG, state, x))
   ref_maps = ((x.astype(np.float64) - recon) ** 2).mean(-1)
   assert maps.shape == (5, 32, 32) and scores.shape == (5,)
   np.testing.assert_allclose(np.asarray(maps), ref_maps, rtol=1e-5, atol=1e-7)
@@ -69,8 +71,8 @@ def test_predict_is_squared_residual_and_max_score():
 
 def test_train_step_lowers_loss_and_masks_invalid_rows():
   cfg = dataclasses.replace(CFG, batch_norm=False, learning_rate=1e-2)
-  state = conv_ae.init(jax.random.key(0), cfg, _batch())
-  step = jax.jit(lambda s, b: conv_ae.train_step(s, b, step_key(s)))
+  state = conv_ae.init(cfg, RUN, jax.random.key(0), _batch())
+  step = jax.jit(lambda s, b: conv_ae.train_step(cfg, RUN, s, b, step_key(s)))
   batch = _batch()
   first = None
   for _ in range(15):
@@ -92,15 +94,16 @@ def test_train_step_lowers_loss_and_masks_invalid_rows():
 
 def test_noise_uses_the_step_key():
   cfg = dataclasses.replace(CFG, noise_std=0.1)
-  state = conv_ae.init(jax.random.key(0), cfg, _batch())
+  state = conv_ae.init(cfg, RUN, jax.random.key(0), _batch())
   x = _batch()["image"]
-  fwd = jax.jit(lambda k: state.apply_fn(state.variables(), x, train=True, noise_key=k,
-                                         mutable=["batch_stats"])[0])
+  model = conv_ae._model(cfg)
+  fwd = jax.jit(lambda k: model.apply(state.variables(), x, train=True, noise_key=k,
+                                      mutable=["batch_stats"])[0])
   a, b, c = fwd(jax.random.key(1)), fwd(jax.random.key(1)), fwd(jax.random.key(2))
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert not np.array_equal(np.asarray(a), np.asarray(c))
   with pytest.raises(ValueError, match="noise_key"):
-    state.apply_fn(state.variables(), x, train=True, mutable=["batch_stats"])
+    model.apply(state.variables(), x, train=True, mutable=["batch_stats"])
 
 
 def test_registry():

@@ -14,6 +14,7 @@ import torch
 
 from jaxad import augment
 from jaxad.models import ramfae
+from jaxad.models.protocol import Run
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = dict(base_features=8, max_features=32)
@@ -21,10 +22,14 @@ TINY = dict(base_features=8, max_features=32)
 # CPU) XLA compilations of init / train_step / predict happen once per session.
 # lr 1e-3 (paper: 1e-4) so that 50 steps of a tiny model show a clear decrease.
 CFG = ramfae.Config(image_size=32, channels=3, learning_rate=1e-3, min_learning_rate=1e-5,
-                    decay_steps=50, smooth_kernel=5, smooth_sigma=1.0, **TINY)
+                    smooth_kernel=5, smooth_sigma=1.0, **TINY)
+RUN = Run(total_steps=50, steps_per_epoch=50, batch_size=8)
 B = 8
-STEP = jax.jit(ramfae.train_step)
-PREDICT = jax.jit(ramfae.predict, static_argnames=("anomaly_map", "smooth_sigma", "smooth_kernel"))
+_STEP = jax.jit(ramfae.train_step, static_argnums=(0, 1))
+STEP = lambda state, batch, key: _STEP(CFG, RUN, state, batch, key)
+_PREDICT = jax.jit(ramfae.predict, static_argnums=0,
+                   static_argnames=("anomaly_map", "smooth_sigma", "smooth_kernel"))
+PREDICT = lambda state, x, **kw: _PREDICT(CFG, state, x, **kw)
 ALL_VALID = jnp.ones((B,), bool)
 
 
@@ -69,8 +74,8 @@ def test_param_count_matches_torch(tref, kw):
 
 def test_forward_matches_torch(tref):
   x = np.random.default_rng(0).uniform(size=(B, 32, 32, 3)).astype(np.float32)
-  state = ramfae.init(jax.random.key(0), CFG, {"image": x})
-  apply = jax.jit(state.apply_fn, static_argnames=("train", "mutable"))
+  state = ramfae.init(CFG, RUN, jax.random.key(0), {"image": x})
+  apply = jax.jit(ramfae.RAMFAENet(CFG).apply, static_argnames=("train", "mutable"))
   y, upd = apply(state.variables(), x, train=True, mutable=("batch_stats",))
   net = tref.copy_flax_to_torch(tref.TorchRAMFAE(3, 8, 32), state.params, state.batch_stats)
   net.train()
@@ -98,7 +103,7 @@ def _bottle_images(root: Path, n: int, size: int) -> np.ndarray:
 def test_loss_decreases_on_real_images_and_map_finds_pasted_defect(mvtec_bottle):
   images = _bottle_images(mvtec_bottle, B, 32)
   batch = {"image": jnp.asarray(images), "valid": ALL_VALID}
-  state = ramfae.init(jax.random.key(0), CFG, batch)
+  state = ramfae.init(CFG, RUN, jax.random.key(0), batch)
   hist = []
   for i in range(50):
     state, m = STEP(state, batch, jax.random.fold_in(jax.random.key(1), i))
@@ -139,9 +144,9 @@ def test_maps_higher_inside_synthetic_defect(kind):
 
 def test_determinism_and_keys():
   x = jax.random.uniform(jax.random.key(3), (B, 32, 32, 3))
-  a = ramfae.init(jax.random.key(0), CFG, {"image": x})
-  b = ramfae.init(jax.random.key(0), CFG, {"image": x})
-  c = ramfae.init(jax.random.key(1), CFG, {"image": x})
+  a = ramfae.init(CFG, RUN, jax.random.key(0), {"image": x})
+  b = ramfae.init(CFG, RUN, jax.random.key(0), {"image": x})
+  c = ramfae.init(CFG, RUN, jax.random.key(1), {"image": x})
   eq = lambda s, t: all(np.array_equal(u, v) for u, v in zip(jax.tree.leaves(s.params),
                                                               jax.tree.leaves(t.params)))
   assert eq(a, b) and not eq(a, c)
@@ -160,8 +165,8 @@ def test_determinism_and_keys():
 
 def test_predict_options_and_reconstruct():
   x = jax.random.uniform(jax.random.key(0), (B, 32, 32, 3))
-  state = ramfae.init(jax.random.key(0), CFG, {"image": x})
-  r = jax.jit(ramfae.reconstruct)(state, x)
+  state = ramfae.init(CFG, RUN, jax.random.key(0), {"image": x})
+  r = jax.jit(ramfae.reconstruct, static_argnums=0)(CFG, state, x)
   assert r.shape == x.shape and float(r.min()) >= 0 and float(r.max()) <= 1
   raw = jax.jit(ramfae.anomaly_maps, static_argnames="kind")(x, r, "ssim")
   s, m = PREDICT(state, x, anomaly_map="ssim", smooth_kernel=0)
@@ -170,16 +175,16 @@ def test_predict_options_and_reconstruct():
   assert m2.shape == (B, 32, 32) and float(jnp.std(m2)) < float(jnp.std(m))  # smoothing
   np.testing.assert_allclose(s2, m2.reshape(B, -1).max(1))
   with pytest.raises(ValueError, match="anomaly_map"):
-    ramfae.predict(state, x, anomaly_map="l2")
+    ramfae.predict(CFG, state, x, anomaly_map="l2")
   with pytest.raises(ValueError, match=r"\[B, 32, 32, 3\]"):
-    ramfae.predict(state, x[..., :1])
+    ramfae.predict(CFG, state, x[..., :1])
 
 
 @pytest.mark.parametrize("kw,match", [
     (dict(image_size=36), "divisible by 8"), (dict(channels=2), "channels"),
     (dict(anomaly_map="l1"), "anomaly_map"), (dict(upsample="nearest"), "upsample"),
     (dict(min_learning_rate=1e-3), "min_learning_rate"), (dict(smooth_kernel=20), "smooth_kernel"),
-    (dict(augment_probability=1.5), "augment_probability"), (dict(decay_steps=0), "decay_steps")])
+    (dict(augment_probability=1.5), "augment_probability"), (dict(msgms_scales=0), "msgms_scales")])
 def test_config_validation(kw, match):
   with pytest.raises(ValueError, match=match):
     ramfae.Config(**kw)
@@ -188,11 +193,12 @@ def test_config_validation(kw, match):
 def test_init_validation():
   cfg = CFG
   with pytest.raises(TypeError, match="Config"):
-    ramfae.init(jax.random.key(0), {"image_size": 32}, {"image": np.zeros((1, 32, 32, 3), np.float32)})
+    ramfae.init({"image_size": 32}, RUN, jax.random.key(0),
+                {"image": np.zeros((1, 32, 32, 3), np.float32)})
   with pytest.raises(ValueError, match="example_batch"):
-    ramfae.init(jax.random.key(0), cfg, {"image": np.zeros((1, 64, 64, 3), np.float32)})
+    ramfae.init(cfg, RUN, jax.random.key(0), {"image": np.zeros((1, 64, 64, 3), np.float32)})
   with pytest.raises(TypeError, match="float32"):
-    ramfae.init(jax.random.key(0), cfg, {"image": np.zeros((1, 32, 32, 3), np.uint8)})
+    ramfae.init(cfg, RUN, jax.random.key(0), {"image": np.zeros((1, 32, 32, 3), np.uint8)})
 
 
 @pytest.mark.slow
@@ -202,13 +208,16 @@ def test_sharded_train_step_equals_single_device():
   import jax, jax.numpy as jnp, numpy as np
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
   from jaxad.models import ramfae
-  cfg = ramfae.Config(image_size=32, channels=3, base_features=8, max_features=32, decay_steps=5)
+  from jaxad.models.protocol import Run
+  cfg = ramfae.Config(image_size=32, channels=3, base_features=8, max_features=32)
+  run = Run(total_steps=5, steps_per_epoch=5, batch_size=4)
   x = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype(np.float32)
-  st = ramfae.init(jax.random.key(0), cfg, {"image": x})
-  single, m1 = jax.jit(ramfae.train_step)(st, {"image": x}, jax.random.key(1))
+  st = ramfae.init(cfg, run, jax.random.key(0), {"image": x})
+  step = lambda s, b, k: ramfae.train_step(cfg, run, s, b, k)
+  single, m1 = jax.jit(step)(st, {"image": x}, jax.random.key(1))
   mesh = Mesh(np.array(jax.devices()), ("data",))
   rep, dat = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  f = jax.jit(ramfae.train_step, in_shardings=(rep, {"image": dat}, rep), out_shardings=(rep, rep))
+  f = jax.jit(step, in_shardings=(rep, {"image": dat}, rep), out_shardings=(rep, rep))
   multi, m2 = f(st, {"image": x}, jax.random.key(1))
   diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
              for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(multi.params)))
@@ -217,8 +226,8 @@ def test_sharded_train_step_equals_single_device():
 
   def grads(params, x):
     def f(p):
-      y, _ = st.apply_fn({"params": p, "batch_stats": st.batch_stats}, x, train=True,
-                         mutable=["batch_stats"])
+      y, _ = ramfae.RAMFAENet(cfg).apply({"params": p, "batch_stats": st.batch_stats}, x,
+                                         train=True, mutable=["batch_stats"])
       return jnp.mean(ramfae.loss_terms(cfg, y, x)["loss"])
     return jax.grad(f)(params)
 

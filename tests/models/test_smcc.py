@@ -13,15 +13,21 @@ import pytest
 import torch
 
 from conftest import run_jax_subprocess
+from jaxad import data
 from jaxad.models import patch_features as pf
 from jaxad.models import smcc
-from jaxad.train.mesh import data_sharding, make_mesh, replicate
-from jaxad.train.state import step_key
+from jaxad.models.protocol import Run
+from jaxad.train import loop, rng
+from jaxad.train.mesh import make_mesh, replicate
+from jaxad.train.predict import make_predict
 
-# Tiny: random ResNet18 at 32 px, layer1 (stride 4) + layer2 (stride 8) on an 8x8 grid.
+# Tiny: random ResNet18 at 32 px, layer1 (stride 4) + layer2 (stride 8) on an 8x8 grid; the same
+# config as tests/train/test_fit_methods.py, so both share compilations.
 TINY = dict(image_size=32, backbone="resnet18", layers=("layer1", "layer2"), pretrained=False,
-            feature_stride=4, batch_size=4, gmm_k=3, epochs=2, knn_k=2, sigma=1.0,
+            feature_stride=4, gmm_k=3, knn_k=2, sigma=1.0,
             learning_rate=1e-4)  # 1e-4: a random backbone's frozen BN makes Adam 1e-3 overshoot
+CONFIG = smcc.Config(**TINY)
+RUN = Run(total_steps=4, steps_per_epoch=2, batch_size=4)  # 8 images, batch 4, W = 2
 
 
 def _images(n: int, seed: int = 0, size: int = 32) -> np.ndarray:
@@ -36,35 +42,34 @@ def _batches(images: np.ndarray, bs: int) -> list[dict]:
           for i in range(0, len(images), bs)]
 
 
-def _fit(images, config, seed=1, history=None):
-  state = smcc.init(jax.random.key(0), config, {"image": images[:config.batch_size]})
-  return smcc.fit(jax.random.key(seed), state, _batches(images, config.batch_size),
-                  history=history)
+def _fit(images, epochs=2):
+  return loop.fit("smcc", CONFIG, images, seed=1, epochs=epochs, batch_size=4, show_progress=False)
 
 
-_predict = jax.jit(smcc.predict)
+def _predict(state, images):
+  return make_predict(smcc, make_mesh())(CONFIG, state, images)
 
 
-def _step_inputs(state, batch):
-  """State replicated and batch sharded as ``fit`` passes them (so its compiled step is reused)."""
+def _step(state, batch):
+  """The engine's compiled self-update step (state replicated, batch sharded)."""
   mesh = make_mesh()
-  return (replicate(state, mesh),
-          {k: jax.device_put(jnp.asarray(v), data_sharding(mesh)) for k, v in batch.items()})
+  from jaxad.data import shard_batch
+  from jaxad.train.mesh import data_sharding
+  return loop.make_train_step(smcc, mesh)(CONFIG, RUN, replicate(state, mesh),
+                                           shard_batch(batch, data_sharding(mesh)))
 
 
 @pytest.fixture(scope="module")
 def fitted():
-  config = smcc.Config(**TINY)
   images = _images(8)
-  history: list[dict] = []
-  state = _fit(images, config, history=history)
-  return config, images, state, history
+  result = _fit(images)
+  return CONFIG, images, result.state, result.history
 
 
 @pytest.fixture(scope="module")
 def initial(fitted):
-  config, images, _, _ = fitted
-  return smcc.init(jax.random.key(0), config, {"image": images[:4]})
+  _, images, _, _ = fitted
+  return smcc.init(CONFIG, RUN, rng.stream(1, rng.INIT), {"image": images[:4]})  # as fit's
 
 
 # ----------------------------------------------------------------------------- patch features
@@ -134,13 +139,13 @@ def test_fit_and_predict_shapes(fitted, initial):
   assert (h, w) == (8, 8) and d == 64 + 128
   assert state.centres.shape == (config.gmm_k, d)
   assert state.bank.shape[1] == d
-  assert int(state.bank_valid.sum()) == config.batch_size * h * w
-  assert len(history) == config.epochs * 2 and int(state.step) == len(history)
+  assert int(state.best_bank_valid.sum()) == RUN.batch_size * h * w
+  assert len(history) == 2 * 2 and int(state.step) == len(history)
   scores, maps = _predict(state, jnp.asarray(images[:4]))
   assert scores.shape == (4,) and maps.shape == (4, 32, 32)
   assert np.all(np.isfinite(maps)) and float(maps.min()) >= 0
   # Centres = GMM means of pretrained-backbone patches: inside the per-dimension range of those.
-  x = smcc.extract_patches(initial, _batches(images, 4))
+  x = smcc.extract_patches(config, initial, _batches(images, 4))
   c = np.asarray(state.centres)
   assert np.all(c <= x.max(0) + 1e-4) and np.all(c >= x.min(0) - 1e-4)
   assert len({tuple(np.round(r, 4)) for r in c}) == config.gmm_k  # distinct centres
@@ -148,39 +153,50 @@ def test_fit_and_predict_shapes(fitted, initial):
 
 def test_patch_scores_match_brute_force_knn(fitted):
   config, images, state, _ = fitted
-  feats = smcc._jit_features(state, jnp.asarray(images[4:]))
-  got = np.asarray(jax.jit(smcc._knn_scores)(state, feats))
-  bank = np.asarray(state.bank)[np.asarray(state.bank_valid)].astype(np.float64)
+  best = state.replace(params=state.best_params)
+  queries = _images(4, seed=9)  # not in the bank (a distance ~0 carries the expansion's rounding)
+  feats = smcc._features(config, best, jnp.asarray(queries))
+  got = np.asarray(jax.jit(smcc._knn_scores, static_argnums=0)(config, state, feats))
+  bank = np.asarray(state.best_bank)[np.asarray(state.best_bank_valid)].astype(np.float64)
   q = np.asarray(feats, np.float64).reshape(-1, bank.shape[1])
   dist = np.sqrt(((q[:, None] - bank[None]) ** 2).sum(-1))
   want = np.sort(dist, axis=1)[:, :config.knn_k].mean(1).reshape(got.shape)
   np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
-  scores, _ = _predict(state, jnp.asarray(images[4:]))
+  scores, _ = _predict(state, jnp.asarray(queries))
   np.testing.assert_allclose(scores, want.reshape(4, -1).max(1), rtol=2e-3, atol=2e-3)
 
 
 def test_best_pair_is_kept(fitted):
-  _, _, state, history = fitted
+  config, images, state, history = fitted
   losses = [h["loss"] for h in history]
   np.testing.assert_allclose(float(state.best_loss), min(losses), rtol=1e-6)
-  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(state.best_params)):
-    np.testing.assert_array_equal(a, b)
-  np.testing.assert_array_equal(state.bank, state.best_bank)
+  # The kept bank is the best step's batch re-extracted with the kept parameters.
+  best = history[int(np.argmin(losses))]
+  batches = list(data.batches(data.as_split(images), 4, seed=1, epoch=best["epoch"]))
+  batch = batches[(best["step"] - 1) % len(batches)]
+  want = smcc.extract_patches(config, state.replace(params=state.best_params), [batch])
+  got = np.asarray(state.best_bank)[np.asarray(state.best_bank_valid)]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  if not np.array_equal(np.asarray(state.params["conv1"]["kernel"]),
+                        np.asarray(state.best_params["conv1"]["kernel"])):
+    # Parameters moved after the best step: the latest patches are not the kept ones.
+    assert not np.allclose(np.asarray(state.bank)[:want.shape[0]], want, atol=1e-5)
 
 
 def test_self_update_lowers_lc(fitted):
   config, images, state, _ = fitted
   # Restart Adam from the fitted centres and repeat steps on one batch (the step fit compiled).
   # float32 (not weak-typed) best_loss: same signature as in fit, so the compiled step is reused.
-  state = state.replace(opt_state=state.tx.init(state.params),
+  state = state.replace(opt_state=smcc._optimizer(config).init(state.params),
                         best_loss=jnp.asarray(jnp.inf, jnp.float32))
   params0 = state.params
-  state, batch = _step_inputs(state, {"image": images[:4], "valid": np.ones(4, bool)})
-  step = smcc._sharded_step(make_mesh())
+  batch = {"image": images[:4], "mask": np.zeros((4, 32, 32), np.float32),
+           "label": np.zeros(4, np.int32), "valid": np.ones(4, bool)}
+  step = loop.make_train_step(smcc, make_mesh())
   n_compiled = step._cache_size()
   lcs = []
   for _ in range(6):
-    state, m = step(state, batch, step_key(state))
+    state, m = _step(state, batch)
     lcs.append(float(m["l_c"]))
   assert step._cache_size() == n_compiled  # keeps this test fast
   # Adam's first step overshoots (L_o pulls too); afterwards L_c falls every step.
@@ -192,87 +208,66 @@ def test_self_update_lowers_lc(fitted):
   assert not np.array_equal(params0["conv1"]["kernel"], state.params["conv1"]["kernel"])
 
 
-def test_bank_size_fixed_as_data_grows(fitted):
+def test_padded_batch_never_becomes_the_bank(fitted):
   config, images, state, _ = fitted
-  hist: list[dict] = []
-  # 14 images: batches of 4, 4, 4 and a remainder of 2 padded to 4 with valid=False (as
-  # data.batches(drop_remainder=False) yields it; same shapes and config as the fixture, so no
-  # recompilation). The remainder must never become the bank.
-  more = np.concatenate([images, _images(6, seed=5)])
-  batches = _batches(more, 4)
-  last = batches[-1]
-  batches[-1] = {"image": np.concatenate([last["image"], np.zeros_like(last["image"])]),
-                 "valid": np.array([True, True, False, False])}
-  big = smcc.fit(jax.random.key(1), smcc.init(jax.random.key(0), config, batches[0]), batches,
-                 history=hist)
-  assert len(hist) == 4 * config.epochs
-  assert big.bank.shape == state.bank.shape
-  assert int(big.bank_valid.sum()) == int(state.bank_valid.sum()) == config.batch_size * 64
-  full = [h["loss"] for i, h in enumerate(hist) if i % 4 != 3]
-  np.testing.assert_allclose(float(big.best_loss), min(full), rtol=1e-6)
-  assert smcc.memory_bytes(big)["bank"] == smcc.memory_bytes(state)["bank"]
-  # Directly: with best_loss = inf any loss would win, but the padded batch must not.
-  step = smcc._sharded_step(make_mesh())
-  n_compiled = step._cache_size()
-  s0, pad = _step_inputs(state.replace(best_loss=jnp.asarray(jnp.inf, jnp.float32)), batches[-1])
-  s1, m = step(s0, pad, step_key(s0))
+  # With best_loss = inf any loss would win, but a batch with padding rows must not.
+  pad = {"image": np.concatenate([images[:2], np.zeros_like(images[:2])]),
+         "mask": np.zeros((4, 32, 32), np.float32), "label": np.zeros(4, np.int32),
+         "valid": np.array([True, True, False, False])}
+  s0 = state.replace(best_loss=jnp.asarray(jnp.inf, jnp.float32))
+  s1, m = _step(s0, pad)
   assert np.isfinite(float(m["loss"])) and np.isinf(float(s1.best_loss))
   np.testing.assert_array_equal(s1.best_bank, s0.best_bank)
-  _, full_batch = _step_inputs(s1, batches[0])
-  s2, m = step(s1, full_batch, step_key(s1))
+  full = dict(pad, image=images[:4], valid=np.ones(4, bool))
+  s2, m = _step(s1, full)
   assert float(s2.best_loss) == float(m["loss"])
-  assert step._cache_size() == n_compiled  # the fit's compiled step served every call
+  assert int(s2.best_bank_valid.sum()) == RUN.batch_size * 64  # bank size fixed by the batch
 
 
 def test_deterministic(fitted):
   config, images, state, history = fitted
-  history2: list[dict] = []
-  again = _fit(images, config, history=history2)
-  assert history == history2
-  np.testing.assert_array_equal(again.centres, state.centres)
-  np.testing.assert_array_equal(again.bank, state.bank)
-  for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(state.params)):
+  again = _fit(images)
+  assert history == again.history
+  np.testing.assert_array_equal(again.state.centres, state.centres)
+  np.testing.assert_array_equal(again.state.best_bank, state.best_bank)
+  for a, b in zip(jax.tree.leaves(again.state.params), jax.tree.leaves(state.params)):
     np.testing.assert_array_equal(a, b)
 
 
 def test_no_self_update_keeps_backbone_and_first_batch(fitted, initial):
   config, images, state0, _ = fitted
-  cfg = dataclasses.replace(config, epochs=0)
-  init = initial.replace(config=cfg)
-  state = smcc.fit(jax.random.key(1), init, _batches(images, 4))
-  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(init.params)):
+  state = _fit(images, epochs=0).state
+  for a, b in zip(jax.tree.leaves(state.best_params), jax.tree.leaves(initial.params)):
     np.testing.assert_array_equal(a, b)
-  want = smcc.extract_patches(init, _batches(images[:4], 4))
-  np.testing.assert_allclose(np.asarray(state.bank)[:want.shape[0]], want, rtol=1e-6, atol=1e-6)
+  want = smcc.extract_patches(config, initial, _batches(images[:4], 4))
+  np.testing.assert_allclose(np.asarray(state.best_bank)[:want.shape[0]], want, rtol=1e-6,
+                             atol=1e-6)
   np.testing.assert_allclose(state.centres, state0.centres, rtol=1e-5, atol=1e-5)
 
 
 def test_reinit_with_same_config_does_not_recompile(fitted, initial):
-  # Regression: init() built a new optax object per call; ``tx`` is a static field of the state,
-  # so every init with an equal config changed the tree structure and recompiled the features,
-  # the train step and predict.
+  # Equal configs are equal static arguments: JAX's own cache serves a re-initialised state.
   config, images, state, _ = fitted
-  again = smcc.init(jax.random.key(3), config, {"image": images[:4]})
-  assert again.tx is initial.tx is state.tx
+  again = smcc.init(config, RUN, jax.random.key(3), {"image": images[:4]})
   assert jax.tree.structure(again) == jax.tree.structure(initial)
   batches = _batches(images[:4], 4)
-  smcc.extract_patches(initial, batches)
-  n = smcc._jit_features._cache_size()
-  smcc.extract_patches(again, batches)
-  assert smcc._jit_features._cache_size() == n
+  smcc.extract_patches(smcc.Config(**TINY), initial, batches)
+  n = smcc._features._cache_size()
+  smcc.extract_patches(dataclasses.replace(config), again, batches)
+  assert smcc._features._cache_size() == n
 
 
 def test_with_bank_and_memory_bytes(fitted):
   config, images, state, _ = fitted
   d = smcc.feature_dim(config)
   bank = np.random.default_rng(0).normal(size=(5000, d)).astype(np.float32)
-  s2 = smcc.with_bank(state, bank)
-  assert int(s2.bank_valid.sum()) == 5000 and s2.bank.shape[0] % 2048 == 0
+  s2 = smcc.with_bank(config, state, bank)
+  assert int(s2.best_bank_valid.sum()) == 5000 and s2.best_bank.shape[0] % 2048 == 0
   assert smcc.memory_bytes(s2)["bank"] == 5000 * d * 4
   scores, _ = _predict(s2, jnp.asarray(images[:4]))
   assert np.all(np.isfinite(scores))
   with pytest.raises(ValueError, match="bank"):
-    smcc.with_bank(state, bank[:, :3])
+    smcc.with_bank(config, state, bank[:, :3])
 
 
 def test_validation():
@@ -282,36 +277,34 @@ def test_validation():
     smcc.Config(backbone="vgg16")
   with pytest.raises(ValueError, match="pool"):
     smcc.Config(pool=2)
-  with pytest.raises(ValueError, match="epochs"):
-    smcc.Config(epochs=-1)
-  config = smcc.Config(**TINY)
   with pytest.raises(ValueError, match="example_batch"):
-    smcc.init(jax.random.key(0), config, {"image": np.zeros((2, 64, 64, 3), np.float32)})
+    smcc.init(CONFIG, RUN, jax.random.key(0), {"image": np.zeros((2, 64, 64, 3), np.float32)})
   with pytest.raises(TypeError, match="config"):
-    smcc.init(jax.random.key(0), dict(TINY), {"image": np.zeros((2, 32, 32, 3), np.float32)})
+    smcc.init(dict(TINY), RUN, jax.random.key(0), {"image": np.zeros((2, 32, 32, 3), np.float32)})
 
 
 def test_sharded_equals_single_device():
   code = f"""
     import jax, numpy as np
     from jaxad.models import smcc
+    from jaxad.train import loop
     from jaxad.train.mesh import make_mesh
+    from jaxad.train.predict import predict_dataset
     assert jax.device_count() == 4
     rng = np.random.default_rng(0)
     low = rng.random((8, 8, 8, 3)).astype(np.float32)
     images = np.asarray(jax.image.resize(low, (8, 32, 32, 3), "bilinear")).clip(0, 1)
-    config = smcc.Config(**{dict(TINY, epochs=1)!r})
-    batches = [{{"image": images[i:i + 4], "valid": np.ones(4, bool)}} for i in (0, 4)]
+    # Unseen queries: a query in the bank has distance ~0, where sqrt amplifies rounding.
+    queries = np.asarray(jax.image.resize(rng.random((4, 8, 8, 3)).astype(np.float32),
+                                          (4, 32, 32, 3), "bilinear")).clip(0, 1)
+    config = smcc.Config(**{TINY!r})
     out = {{}}
-    state0 = smcc.init(jax.random.key(0), config, batches[0])
     for n in (1, 4):
       mesh = make_mesh(n)
-      state = state0
-      hist = []
-      state = smcc.fit(jax.random.key(1), state, batches, mesh=mesh, history=hist)
-      x = jax.device_put(images[4:], jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
-      s, m = jax.jit(smcc.predict)(state, x)
-      out[n] = (np.asarray(s), np.asarray(m), np.asarray(state.bank), [h["loss"] for h in hist])
+      r = loop.fit("smcc", config, images, seed=1, epochs=1, batch_size=4, mesh=mesh,
+                   show_progress=False)
+      s, m = predict_dataset("smcc", config, r.state, queries, batch_size=4, mesh=mesh)
+      out[n] = (s, m, np.asarray(r.state.best_bank), [h["loss"] for h in r.history])
     np.testing.assert_allclose(out[4][2], out[1][2], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(out[4][3], out[1][3], rtol=1e-4)
     np.testing.assert_allclose(out[4][0], out[1][0], rtol=1e-4, atol=1e-4)

@@ -18,15 +18,16 @@ import json, sys
 import jax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize("127.0.0.1:{port}", num_processes=2, process_id={pid})
-sys.path.insert(0, "tests/train")
+sys.path[:0] = ["tests", "tests/train"]
 from train_helpers import CFG, images, digest
-from jaxad.train import loop, rng
+from jaxad import data as data_lib
+from jaxad.train import loop
 data = images(32)
 r = loop.fit("conv_ae", CFG, data, seed=5, epochs=2, batch_size=8, workdir={workdir!r},
              save_every=4, show_progress=False)
-restored, _ = loop.restore_state("conv_ae", {workdir!r})
-first = next(loop.epoch_batches(loop.as_arrays(data), 8, seed=rng.data_seed(5), epoch=0,
-                                process_index=jax.process_index(), process_count=2))
+restored = loop.restore({workdir!r}).state
+first = next(data_lib.batches(data_lib.as_split(data), 8, seed=5, epoch=0,
+                              process_index=jax.process_index(), process_count=2))
 print("RESULT" + json.dumps({{
     "pid": jax.process_index(), "devices": jax.device_count(), "local": jax.local_device_count(),
     "loss": [h["loss"] for h in r.history], "params": digest(r.state.params),
