@@ -13,12 +13,13 @@ share the same cores, so this measures overhead, not speed-up.
 GPU/TPU: run on the accelerator host as is; ``--host_devices`` only affects the
 CPU platform, JAX uses the accelerators::
 
-  python experiments/benchmark_scaling.py --method=conv_ae --image_size=256 \
-      --per_device_batch=32 --device_counts=1,2,4,8 --steps=50
+  python experiments/benchmark_scaling.py --config=experiments/configs/conv_ae.py \
+      --config.image_size=256 --per_device_batch=32 --device_counts=1,2,4,8 --steps=50
 
-Example (CPU)::
+Example (CPU; the method's config file and ``--config.*`` overrides as in ``train.py``)::
 
-  python experiments/benchmark_scaling.py --method=conv_ae
+  python experiments/benchmark_scaling.py --config=experiments/configs/conv_ae.py \
+      --config.image_size=64
 """
 
 from __future__ import annotations
@@ -49,15 +50,15 @@ if str(REPO_ROOT) not in sys.path:
   sys.path.insert(0, str(REPO_ROOT))
 
 from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("method", "conv_ae", "Registered method name.")
-flags.DEFINE_multi_string("set", [], "Method config override field=value (repeatable).")
-flags.DEFINE_integer("image_size", 64, "Image size (sets config.image_size).")
-flags.DEFINE_integer("channels", 3, "Image channels (sets config.channels).")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(REPO_ROOT / "experiments" / "configs" / "conv_ae.py"),
+    "Method config file; override fields with --config.<field>=<value>.")
 flags.DEFINE_list("device_counts", ["1", "2", "4", "8"], "Device counts to measure.")
 flags.DEFINE_integer("per_device_batch", 8, "Images per device (weak scaling).")
 flags.DEFINE_integer("global_batch", 0, "Fixed global batch (strong scaling); 0: per-device.")
@@ -69,6 +70,8 @@ flags.DEFINE_integer("seed", 0, "Seed of init and data.")
 
 def measure(method, config, n: int) -> dict[str, float]:
   """Times the train step of ``method`` on an n-device mesh."""
+  from jaxad.data import shard_batch
+  from jaxad.models.protocol import Run
   from jaxad.train import loop, mesh as mesh_lib
   mesh = mesh_lib.make_mesh(n)
   batch_size = FLAGS.global_batch or FLAGS.per_device_batch * n
@@ -78,19 +81,20 @@ def measure(method, config, n: int) -> dict[str, float]:
   host = {"image": rng.random((batch_size, size, size, config.channels), dtype=np.float32),
           "mask": np.zeros((batch_size, size, size), np.float32),
           "label": np.zeros((batch_size,), np.int32), "valid": np.ones((batch_size,), bool)}
-  state = loop.init_state(method, config, host, seed=FLAGS.seed, mesh=mesh)
-  batch = mesh_lib.shard_batch(host, mesh)
+  run = Run(total_steps=FLAGS.warmup + FLAGS.steps, steps_per_epoch=1, batch_size=batch_size)
+  state = loop.init_state(method, config, run, host, seed=FLAGS.seed, mesh=mesh)
+  batch = shard_batch(host, mesh_lib.data_sharding(mesh))
   step = loop.make_train_step(method, mesh)
   t0 = time.perf_counter()
-  state, metrics = step(state, batch)
+  state, metrics = step(config, run, state, batch)
   jax.block_until_ready(metrics)
   first = time.perf_counter() - t0
   for _ in range(max(FLAGS.warmup - 1, 0)):
-    state, metrics = step(state, batch)
+    state, metrics = step(config, run, state, batch)
   jax.block_until_ready(metrics)
   t0 = time.perf_counter()
   for _ in range(FLAGS.steps):
-    state, metrics = step(state, batch)
+    state, metrics = step(config, run, state, batch)
   jax.block_until_ready((state, metrics))
   elapsed = time.perf_counter() - t0
   loss = float(next(iter(mesh_lib.to_host(metrics).values())))
@@ -108,16 +112,14 @@ def main(argv: list[str]) -> None:
   from experiments import configs
   from jaxad import models
   from jaxad.progress import progress
-  method = models.get(FLAGS.method)
-  config = configs.apply_overrides(configs.get_config(FLAGS.method, method),
-                                   list(FLAGS.set) + [f"image_size={FLAGS.image_size}",
-                                                      f"channels={FLAGS.channels}"])
+  method = models.get(_CONFIG.value.method)
+  config = configs.to_method_config(method, _CONFIG.value)
   counts = [int(c) for c in FLAGS.device_counts]
   available = len(jax.devices())
   skipped = [c for c in counts if c > available]
   counts = [c for c in counts if c <= available]
   rows = [measure(method, config, n) for n in progress(counts, desc="scaling", unit="mesh")]
-  print(f"\n{FLAGS.method} train step, {config.image_size}x{config.image_size}x{config.channels}, "
+  print(f"\n{_CONFIG.value.method} train step, {config.image_size}x{config.image_size}x{config.channels}, "
         f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "
         f"{FLAGS.steps} timed steps after {FLAGS.warmup} warm-up\n")
   print("| devices | global batch | steps/s | images/s | images/s per device | first step (compile) s "

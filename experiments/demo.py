@@ -38,8 +38,9 @@ import numpy as np
 import jaxad
 from jaxad import data, metrics, viz
 from jaxad.models import smcc
-from jaxad.train.loop import predict_dataset
+from jaxad.train import loop
 from jaxad.train.mesh import make_mesh
+from jaxad.train.predict import predict_dataset
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("seed", 0, "Seed of the split subsets, coreset, GMM and data order.")
@@ -66,9 +67,10 @@ def subset(split: data.ArraySplit, idx: np.ndarray) -> data.ArraySplit:
                              defect_types=tuple(split.defect_types[i] for i in idx))
 
 
-def evaluate(state: smcc.SMCCState, test: data.ArraySplit, mesh) -> tuple[dict, np.ndarray, np.ndarray, float]:
+def evaluate(config: smcc.Config, state: smcc.SMCCState, test: data.ArraySplit,
+             mesh) -> tuple[dict, np.ndarray, np.ndarray, float]:
   t0 = time.perf_counter()
-  scores, maps = predict_dataset(smcc, state, test.images, batch_size=16, mesh=mesh)
+  scores, maps = predict_dataset(smcc, config, state, test.images, batch_size=16, mesh=mesh)
   return metrics.evaluate(test.labels, scores), scores, maps, time.perf_counter() - t0
 
 
@@ -99,35 +101,28 @@ def main(argv: list[str]) -> None:
   layers = {"mobilenet_v2": ("stride8", "stride16"),
             "efficientnet_lite0": ("stride8", "stride16")}[FLAGS.backbone]
   config = smcc.Config(image_size=FLAGS.image_size, channels=3, backbone=FLAGS.backbone,
-                       layers=layers, epochs=FLAGS.epochs, batch_size=bs,
-                       learning_rate=FLAGS.learning_rate)
+                       layers=layers, learning_rate=FLAGS.learning_rate)
   mesh = make_mesh()
-  key = jax.random.key(FLAGS.seed)
-
-  def epoch_batches(epoch: int):
-    return list(data.batches(train, bs, seed=FLAGS.seed, epoch=epoch, shuffle=epoch > 0))
 
   t0 = time.perf_counter()
-  first = epoch_batches(0)
-  state = smcc.init(jax.random.fold_in(key, 0), config, first[0])
-  history: list[dict] = []
-  state = smcc.fit(jax.random.fold_in(key, 1), state, epoch_batches, mesh=mesh, history=history)
-  jax.block_until_ready(state.bank)
+  result = loop.fit(smcc, config, train, seed=FLAGS.seed, epochs=FLAGS.epochs, batch_size=bs,
+                    mesh=mesh)
+  state, history = result.state, result.history
+  jax.block_until_ready(state.best_bank)
   fit_s = time.perf_counter() - t0
-  res, scores, maps, test_s = evaluate(state, test, mesh)
+  res, scores, maps, test_s = evaluate(config, state, test, mesh)
   record = {"smcc": res, "fit_s": fit_s, "test_s": test_s,
             "loss_curve": [h["loss"] for h in history],
-            "memory_bytes": smcc.memory_bytes(state), "config": dataclasses.asdict(config)}
-  print(f"SMCC (W={config.epochs}, {len(history)} self-update steps, fit {fit_s:.0f}s, "
+            "memory_bytes": smcc.memory_bytes(state), "config": dataclasses.asdict(config),
+            "epochs": FLAGS.epochs, "batch_size": bs}
+  print(f"SMCC (W={FLAGS.epochs}, {len(history)} self-update steps, fit {fit_s:.0f}s, "
         f"test {test_s:.0f}s): image AUROC {res['image_auroc']:.3f}  AP {res['image_ap']:.3f}")
   if history:
     print("  loss per step (L_c + L_o): " + " ".join(f"{h['loss']:.3f}" for h in history)
           + f"  -> kept best {min(h['loss'] for h in history):.3f}")
   if FLAGS.compare:
-    base = smcc.fit(jax.random.fold_in(key, 1),
-                    smcc.init(jax.random.fold_in(key, 0), dataclasses.replace(config, epochs=0),
-                              first[0]), first, mesh=mesh)
-    res0, *_ = evaluate(base, test, mesh)
+    base = loop.fit(smcc, config, train, seed=FLAGS.seed, epochs=0, batch_size=bs, mesh=mesh)
+    res0, *_ = evaluate(config, base.state, test, mesh)
     record["no_update"] = res0
     print(f"no self-update (pretrained bank): image AUROC {res0['image_auroc']:.3f}  "
           f"AP {res0['image_ap']:.3f}")

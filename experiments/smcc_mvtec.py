@@ -23,13 +23,16 @@ batch 16) and the memory-bank bytes (the paper's Table VII columns), and writes
 ``<out>/results.json``, ``<out>/table.md``, ``<out>/<row>_history.json`` (loss curves) and
 heatmap panels ``<out>/<row>_panels.png``. ``--save_states`` also writes ``<out>/<row>_state.npz``
 (backbone, centres, bank) and ``--load_states=<dir>`` skips the fit of every row whose state file is
-in ``<dir>``: use it to time inference alone, e.g. under the benchmark lock with
-``--timing_repeats=3`` (median of the repeats is reported).
+in ``<dir>``: use it to time inference alone with ``--timing_repeats=3`` (median of the repeats
+is reported).
+
+Every SMCC row trains through the engine (``jaxad.train.loop.fit``: the ``prepare`` stage, then W
+epochs of self-update steps at batch ``--batch_size``, data order from ``--seed``).
 
 Usage::
 
-  flock /tmp/jaxad-bench.lock .venv/bin/python experiments/smcc_mvtec.py \\
-      --data_dir=../shared/data/mvtec_ad --category=bottle --rows=smcc,patchcore
+  .venv/bin/python experiments/smcc_mvtec.py --data_dir=path/to/mvtec_ad --category=bottle \\
+      --rows=smcc,patchcore
 """
 
 from __future__ import annotations
@@ -46,24 +49,27 @@ import numpy as np
 
 from jaxad import cluster, data, metrics, viz
 from jaxad.models import smcc
+from jaxad.models.protocol import Run
 from jaxad.progress import log
-from jaxad.train.loop import predict_dataset
+from jaxad.train import loop, rng
 from jaxad.train.mesh import make_mesh, replicate
+from jaxad.train.predict import predict_dataset
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", "../shared/data/mvtec_ad", "MVTec AD root (category folders).")
+flags.DEFINE_string("data_dir", None, "MVTec AD root (category folders).", required=True)
 flags.DEFINE_string("category", "bottle", "MVTec AD category.")
 flags.DEFINE_string("backbone", "mobilenet_v2", "Backbone name (jaxad.backbones.NAMES).")
 flags.DEFINE_list("layers", ["stride8", "stride16"], "Backbone layers fused.")
 flags.DEFINE_string("weights_path", None, "Backbone .pth (default: installed package).")
 flags.DEFINE_integer("resize", 256, "Resize before the centre crop.")
 flags.DEFINE_integer("image_size", 224, "Centre crop = model input size.")
-flags.DEFINE_integer("epochs", 3, "Self-update epochs W for the SMCC rows.")
+flags.DEFINE_integer("epochs", 1, "Self-update epochs W for the SMCC rows.")
+flags.DEFINE_integer("batch_size", 16, "Images per self-update step = images in the bank (paper: 16).")
 flags.DEFINE_integer("knn_k", 3, "K nearest bank entries for the SMCC rows.")
 flags.DEFINE_list("rows", ["smcc", "lc_only", "no_update", "patchcore"], "Rows to run (see doc).")
 flags.DEFINE_integer("seed", 0, "Seed (coreset, GMM, data order).")
 flags.DEFINE_string("out", "runs/smcc_mvtec", "Output folder.")
-flags.DEFINE_string("cache_dir", ".cache/data", "Decoded-image cache folder.")
+flags.DEFINE_string("cache_dir", None, "Decoded-image cache folder (default: <out>/cache; '' = none).")
 flags.DEFINE_bool("save_states", False, "Write <out>/<row>_state.npz (backbone, centres, bank).")
 flags.DEFINE_string("load_states", None, "Folder of <row>_state.npz written by a run with the "
                     "same flags: skip those rows' fits (only shapes are checked).")
@@ -71,31 +77,32 @@ flags.DEFINE_integer("timing_repeats", 1, "Timed passes over the test set (media
 flags.DEFINE_list("infer_batch_sizes", ["16"], "Batch sizes timed; the first one gives the metrics.")
 
 
-def row_config(row: str, base: smcc.Config) -> smcc.Config:
-  """The config of one ``--rows`` entry."""
+def row_config(row: str, base: smcc.Config, epochs: int) -> tuple[smcc.Config, int]:
+  """The config and the self-update epochs W of one ``--rows`` entry."""
   rep = dataclasses.replace
   if row == "smcc":
-    return base
+    return base, epochs
   if row == "lc_only":
-    return rep(base, use_lo=False)
+    return rep(base, use_lo=False), epochs
   if row == "no_update":
-    return rep(base, epochs=0)
+    return base, 0
   if row == "patchcore":
-    return rep(base, epochs=0, knn_k=1)
+    return rep(base, knn_k=1), 0
   if row.startswith("lr"):
-    return rep(base, learning_rate=float(row[2:]))
+    return rep(base, learning_rate=float(row[2:])), epochs
   for prefix, field, kind in (("knn", "knn_k", int), ("k", "gmm_k", int),
                               ("rate", "coreset_rate", float), ("margin", "lo_margin", float)):
     if row.startswith(prefix) and row[len(prefix):].replace(".", "", 1).isdigit():
-      return rep(base, **{field: kind(row[len(prefix):])})
+      return rep(base, **{field: kind(row[len(prefix):])}), epochs
   if row.startswith("layer"):
-    return rep(base, layers=tuple(row[len("layer"):].split("+")))
+    return rep(base, layers=tuple(row[len("layer"):].split("+"))), epochs
   raise ValueError(f"--rows: unknown row {row!r}")
 
 
 def _saved_trees(state: smcc.SMCCState) -> tuple:
-  """The parts of a fitted state that a saved state file holds."""
-  return (state.params, state.batch_stats, state.centres, state.bank, state.bank_valid)
+  """The parts of a fitted state that a saved state file holds (what ``predict`` uses)."""
+  return (state.best_params, state.batch_stats, state.centres, state.best_bank,
+          state.best_bank_valid)
 
 
 def save_state(path: Path, state: smcc.SMCCState) -> None:
@@ -120,22 +127,16 @@ def load_state(path: Path, template: smcc.SMCCState) -> smcc.SMCCState:
 
 
 def run_row(row: str, base: smcc.Config, train: data.ArraySplit, test: data.ArraySplit,
-            key: jax.Array, out: Path, fitted: dict | None = None) -> dict:
+            out: Path, fitted: dict | None = None) -> dict:
   """Fits (or reuses / loads a fit) and evaluates one row; returns its record."""
-  config = row_config(row, base)
+  config, epochs = row_config(row, base, FLAGS.epochs)
   fitted = {} if fitted is None else fitted
-  fit_key = dataclasses.replace(config, knn_k=1) if row != "patchcore" else None
+  fit_key = (dataclasses.replace(config, knn_k=1), epochs) if row != "patchcore" else None
   mesh = make_mesh()
-  batch_size = config.batch_size
-
-  def epoch_batches(epoch: int):
-    return list(data.batches(train, batch_size, seed=FLAGS.seed, epoch=epoch,
-                             shuffle=epoch > 0, drop_remainder=False))
-
-  k_init, k_fit, k_pc = jax.random.split(jax.random.fold_in(key, 7), 3)
-  first = epoch_batches(0)
+  bs = FLAGS.batch_size
+  run = Run(total_steps=epochs * (len(train) // bs), steps_per_epoch=len(train) // bs, batch_size=bs)
   t0 = time.perf_counter()
-  state = smcc.init(k_init, config, first[0])
+  state = smcc.init(config, run, rng.stream(FLAGS.seed, rng.INIT), {"image": train.images[:bs]})
   history: list[dict] = []
   source = "fit"
   saved = Path(FLAGS.load_states) / f"{row}_state.npz" if FLAGS.load_states else None
@@ -144,17 +145,19 @@ def run_row(row: str, base: smcc.Config, train: data.ArraySplit, test: data.Arra
     source = f"loaded {saved}"
   elif fit_key is not None and fit_key in fitted:
     prev_row, state, history, fit_s0 = fitted[fit_key]
-    state = state.replace(config=config)
     source = f"reused {prev_row}'s fit ({fit_s0:.0f} s)"
   elif row == "patchcore":
     state = replicate(state, mesh)
-    x = smcc.extract_patches(state, first, mesh=mesh)
+    x = smcc.extract_patches(config, state, data.batches(train, bs, seed=FLAGS.seed, shuffle=False,
+                                                         drop_remainder=False))
     m = int(round(0.1 * x.shape[0]))
-    cs = cluster.greedy_coreset(k_pc, x, m, projection_dim=128)
-    state = replicate(smcc.with_bank(state, x[np.asarray(cs.indices)]), mesh)
+    cs = cluster.greedy_coreset(rng.stream(FLAGS.seed, rng.PREPARE), x, m, projection_dim=128)
+    state = replicate(smcc.with_bank(config, state, x[np.asarray(cs.indices)]), mesh)
   else:
-    state = smcc.fit(k_fit, state, epoch_batches, mesh=mesh, history=history)
-  jax.block_until_ready(state.bank)
+    result = loop.fit(smcc, config, train, seed=FLAGS.seed, epochs=epochs, batch_size=bs,
+                      mesh=mesh)
+    state, history = result.state, result.history
+  jax.block_until_ready(state.best_bank)
   fit_s = time.perf_counter() - t0
   if source.startswith("reused"):
     fit_s = fit_s0  # the fit this row shares
@@ -168,16 +171,17 @@ def run_row(row: str, base: smcc.Config, train: data.ArraySplit, test: data.Arra
   # Inference: compile on one batch per batch size, then time whole passes over the test set.
   infer = {}
   scores = maps = None
-  for bs in [int(b) for b in FLAGS.infer_batch_sizes]:
-    predict_dataset(smcc, state, test.images[:bs], batch_size=bs, mesh=mesh, desc="warm-up")
+  for ibs in [int(b) for b in FLAGS.infer_batch_sizes]:
+    predict_dataset(smcc, config, state, test.images[:ibs], batch_size=ibs, mesh=mesh,
+                    desc="warm-up")
     times = []
     for _ in range(max(1, FLAGS.timing_repeats)):
       t1 = time.perf_counter()
-      sc, mp = predict_dataset(smcc, state, test.images, batch_size=bs, mesh=mesh)
+      sc, mp = predict_dataset(smcc, config, state, test.images, batch_size=ibs, mesh=mesh)
       times.append((time.perf_counter() - t1) / len(test.images))
       if scores is None:
         scores, maps = sc, mp
-    infer[bs] = times
+    infer[ibs] = times
   infer_s = float(np.median(infer[int(FLAGS.infer_batch_sizes[0])]))
   res = metrics.evaluate(test.labels, scores, test.masks, maps)
   mem = smcc.memory_bytes(state)
@@ -185,8 +189,8 @@ def run_row(row: str, base: smcc.Config, train: data.ArraySplit, test: data.Arra
          "aupro": res["aupro"], "image_ap": res["image_ap"], "pixel_ap": res["pixel_ap"],
          "fit_s": fit_s, "fit_source": source, "infer_s_per_image": infer_s,
          "infer_s_per_image_all": {str(b): t for b, t in infer.items()}, "bank_bytes": mem["bank"],
-         "bank_entries": int(np.asarray(jax.device_get(state.bank_valid)).sum()),
-         "total_bytes": mem["total"], "steps": len(history),
+         "bank_entries": int(np.asarray(jax.device_get(state.best_bank_valid)).sum()),
+         "total_bytes": mem["total"], "epochs": epochs, "steps": len(history),
          "first_loss": history[0]["loss"] if history else None,
          "best_loss": history[-1]["best_loss"] if history else None,
          "config": {k: v for k, v in dataclasses.asdict(config).items()}}
@@ -215,18 +219,18 @@ def main(argv: list[str]) -> None:
   del argv
   out = Path(FLAGS.out)
   out.mkdir(parents=True, exist_ok=True)
-  kw = dict(image_size=FLAGS.resize, crop_size=FLAGS.image_size, cache_dir=FLAGS.cache_dir)
+  cache = str(out / "cache") if FLAGS.cache_dir is None else (FLAGS.cache_dir or None)
+  kw = dict(image_size=FLAGS.resize, crop_size=FLAGS.image_size, cache_dir=cache)
   train = data.load_mvtec(FLAGS.data_dir, FLAGS.category, "train", **kw)
   test = data.load_mvtec(FLAGS.data_dir, FLAGS.category, "test", **kw)
   base = smcc.Config(image_size=FLAGS.image_size, backbone=FLAGS.backbone,
                      layers=tuple(FLAGS.layers), weights_path=FLAGS.weights_path,
-                     epochs=FLAGS.epochs, knn_k=FLAGS.knn_k)
-  key = jax.random.key(FLAGS.seed)
+                     knn_k=FLAGS.knn_k)
   records = []
   fitted: dict = {}
   path = out / "results.json"
   for row in FLAGS.rows:
-    records.append(run_row(row, base, train, test, key, out, fitted))
+    records.append(run_row(row, base, train, test, out, fitted))
     path.write_text(json.dumps(records, indent=1, default=str) + "\n")
   md = table(records)
   (out / "table.md").write_text(md + "\n")

@@ -134,8 +134,8 @@ def minmax_normalize(x, lo=None, hi=None) -> jax.Array:
     ``[lo, hi]`` map outside ``[0, 1]``.
 
   References:
-    GANomaly / SCGAN / AFF-GAN score normalisation. anomalib's per-batch variant is wrong (see
-    ``../shared/papers/README.md``).
+    GANomaly / SCGAN / AFF-GAN score normalisation over the whole test set; anomalib's per-batch
+    variant makes scores of different batches incomparable.
   """
   x = jnp.asarray(x)
   if x.size == 0:

@@ -17,8 +17,8 @@ def test_benchmark_scaling_prints_a_row_per_device_count():
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
   env.pop("XLA_FLAGS", None)
   proc = subprocess.run(
-      [sys.executable, str(REPO / "experiments" / "benchmark_scaling.py"), "--image_size=32",
-       "--set", "features=8,16", "--steps=2", "--warmup=1", "--device_counts=1,2,16",
+      [sys.executable, str(REPO / "experiments" / "benchmark_scaling.py"), "--config.image_size=32",
+       "--config.features=8,16", "--steps=2", "--warmup=1", "--device_counts=1,2,16",
        "--host_devices=2"], capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = [l for l in proc.stdout.splitlines() if l.startswith("| ") and l[2].isdigit()]

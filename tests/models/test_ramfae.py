@@ -19,7 +19,7 @@ from jaxad.models.protocol import Run
 REPO = Path(__file__).resolve().parents[2]
 TINY = dict(base_features=8, max_features=32)
 # One small config and batch shape shared by the training tests, so that the (slow on
-# CPU) XLA compilations of init / train_step / predict happen once per session.
+# CPU) XLA compilations of init / train_step / predict happen once per test run.
 # lr 1e-3 (paper: 1e-4) so that 50 steps of a tiny model show a clear decrease.
 CFG = ramfae.Config(image_size=32, channels=3, learning_rate=1e-3, min_learning_rate=1e-5,
                     smooth_kernel=5, smooth_sigma=1.0, **TINY)
