@@ -30,6 +30,7 @@ Usage (``--lock`` takes the shared lock for the timed steps only; compilation ru
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -41,6 +42,8 @@ from torch.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this file may be loaded by path
 from torch_blocks import CBR, TorchASPP, TorchCoordAtt, copy_bn, copy_conv, copy_convt  # noqa: E402
+
+RUN_STEPS = 3250  # the cosine schedule's length: the paper's 250 epochs of bottle at batch 16
 
 __all__ = ["TorchRAMFAE", "copy_flax_to_torch", "torch_loss"]
 
@@ -188,7 +191,7 @@ class _TorchStep:
                              cfg.attention_reduction)
     self.model.train()
     self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-4)
-    self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.decay_steps,
+    self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=RUN_STEPS,
                                                             eta_min=1e-6)
     self.x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
     self.rng = np.random.default_rng(0)
@@ -211,11 +214,13 @@ class _JaxStep:
     import jax
 
     from jaxad.models import ramfae
+    from jaxad.models.protocol import Run
     from jaxad.train import compile as xla_compile
     self.jax = jax
     self.batch = {"image": jax.device_put(images)}
-    self.state = ramfae.init(jax.random.key(0), cfg, self.batch)
-    self.step = jax.jit(ramfae.train_step, donate_argnums=0,
+    run = Run(total_steps=RUN_STEPS, batch_size=images.shape[0])
+    self.state = ramfae.init(cfg, run, jax.random.key(0), self.batch)
+    self.step = jax.jit(functools.partial(ramfae.train_step, cfg, run), donate_argnums=0,
                         compiler_options=xla_compile.step_options(setting=compiler_options))
 
   def __call__(self, i: int) -> None:
