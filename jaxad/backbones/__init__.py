@@ -34,11 +34,12 @@ import numpy as np
 
 from jaxad.backbones import densenet, efficientnet_lite, mobilenet_v2, resnet
 from jaxad.backbones.common import IMAGENET_MEAN, IMAGENET_STD
-from jaxad.backbones.torch_weights import (UnsafeCheckpointError, load_torch_state_dict,
-                                           torch_to_flax)
+from jaxad.backbones.torch_weights import (NotACheckpointError, UnsafeCheckpointError,
+                                           load_torch_state_dict, torch_to_flax)
 
 __all__ = [
   "NAMES", "FEATURE_LAYERS", "WEIGHTS", "IMAGENET_MEAN", "IMAGENET_STD", "UnsafeCheckpointError",
+  "NotACheckpointError",
   "create", "init_random", "load_pretrained", "convert_state_dict", "weights_path",
   "extract_features", "imagenet_normalize", "normalize", "conv_kernel_mask",
   "load_torch_state_dict",
@@ -260,6 +261,7 @@ def load_pretrained(name: str, path: str | os.PathLike | None = None) -> dict[st
     FileNotFoundError: the file is missing; the message names the file, the package and the
       argument/flag to pass. Never falls back to random weights.
     UnsafeCheckpointError: the checkpoint's pickle asks for code outside tensor storages.
+    NotACheckpointError: the file is not a PyTorch checkpoint (e.g. a text file named ``.pth``).
   """
   _check_name(name)
   if path is None:

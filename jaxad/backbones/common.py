@@ -12,6 +12,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxad.backbones.convs import DepthwiseConv, PointwiseConv
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "frozen_bn", "torch_pad", "inverted_bottleneck",
            "check_layers", "Collector"]
 
@@ -30,8 +32,8 @@ def torch_pad(p: int) -> tuple[tuple[int, int], tuple[int, int]]:
 
 
 def inverted_bottleneck(x: jnp.ndarray, *, out_ch: int, kernel: int, stride: int, expand: int,
-                        eps: float, pointwise_padding: str, depthwise_padding: Any,
-                        names: Sequence[str]) -> jnp.ndarray:
+                        eps: float, depthwise_padding: Any,
+                        names: Sequence[str], conv_method: str = "auto") -> jnp.ndarray:
   """Mobile inverted bottleneck (MobileNetV2 / EfficientNet-Lite, no squeeze-excite).
 
   Expand 1x1 conv + frozen BN + ReLU6 (skipped when ``expand == 1``), depthwise
@@ -46,9 +48,11 @@ def inverted_bottleneck(x: jnp.ndarray, *, out_ch: int, kernel: int, stride: int
     kernel, stride: depthwise kernel size and stride.
     expand: expansion ratio (hidden channels = ``C_in * expand``).
     eps: BatchNorm epsilon.
-    pointwise_padding, depthwise_padding: Flax padding of the 1x1 and depthwise convs.
+    depthwise_padding: Flax padding of the depthwise conv (``"SAME"`` or explicit pairs).
     names: 6 names (expand conv, expand BN, depthwise conv, depthwise BN, projection conv,
       projection BN); the first two are unused when ``expand == 1``.
+    conv_method: how the convolutions are computed (``jaxad.backbones.convs``: ``"auto"``,
+      ``"native"`` or ``"unrolled"``); same parameters and function either way.
   Returns:
     ``[B, H / stride, W / stride, out_ch]``.
   """
@@ -56,12 +60,11 @@ def inverted_bottleneck(x: jnp.ndarray, *, out_ch: int, kernel: int, stride: int
   hidden = in_ch * expand
   y = x
   if expand != 1:
-    y = nn.Conv(hidden, (1, 1), padding=pointwise_padding, use_bias=False, name=names[0])(y)
+    y = PointwiseConv(hidden, conv_method, name=names[0])(y)
     y = nn.relu6(frozen_bn(eps, names[1])(y))
-  y = nn.Conv(hidden, (kernel, kernel), (stride, stride), depthwise_padding,
-              feature_group_count=hidden, use_bias=False, name=names[2])(y)
+  y = DepthwiseConv(kernel, stride, depthwise_padding, conv_method, name=names[2])(y)
   y = nn.relu6(frozen_bn(eps, names[3])(y))
-  y = nn.Conv(out_ch, (1, 1), padding=pointwise_padding, use_bias=False, name=names[4])(y)
+  y = PointwiseConv(out_ch, conv_method, name=names[4])(y)
   y = frozen_bn(eps, names[5])(y)
   if stride == 1 and in_ch == out_ch:
     return x + y

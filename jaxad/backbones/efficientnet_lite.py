@@ -21,6 +21,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxad.backbones.convs import DenseConv, PointwiseConv
 from jaxad.backbones.common import Collector, check_layers, frozen_bn, inverted_bottleneck
 
 __all__ = ["EfficientNetLite", "efficientnet_lite", "feature_layers", "COEFFICIENTS"]
@@ -75,13 +76,15 @@ class MBConv(nn.Module):
   kernel: int
   stride: int
   expand: int
+  conv_method: str = "auto"
 
   @nn.compact
   def __call__(self, x):
     return inverted_bottleneck(
         x, out_ch=self.out_ch, kernel=self.kernel, stride=self.stride, expand=self.expand,
-        eps=_EPS, pointwise_padding="SAME", depthwise_padding="SAME",
-        names=("expand_conv", "bn0", "depthwise_conv", "bn1", "project_conv", "bn2"))
+        eps=_EPS, depthwise_padding="SAME",
+        names=("expand_conv", "bn0", "depthwise_conv", "bn1", "project_conv", "bn2"),
+        conv_method=self.conv_method)
 
 
 class EfficientNetLite(nn.Module):
@@ -90,9 +93,14 @@ class EfficientNetLite(nn.Module):
   Attributes:
     variant: ``efficientnet_lite0``, ``efficientnet_lite1`` or ``efficientnet_lite2``.
     num_classes: classifier outputs.
+    conv_method: how the convolutions are computed: ``"auto"`` (per backend), ``"native"``
+      (``lax`` convolutions) or ``"unrolled"`` (depthwise as fused shifted products, 1x1 and stem
+      as matrix products; fast on XLA:CPU); same parameters and function
+      (``jaxad.backbones.convs``).
   """
   variant: str = "efficientnet_lite0"
   num_classes: int = 1000
+  conv_method: str = "auto"
 
   @nn.compact
   def __call__(self, x, layers: Sequence[str] | None = None):
@@ -108,17 +116,17 @@ class EfficientNetLite(nn.Module):
     """
     col = Collector(check_layers(layers, feature_layers(self.variant), self.variant))
     taps = {v: k for k, v in _TAPS.items()}
-    x = nn.Conv(32, (3, 3), (2, 2), padding="SAME", use_bias=False, name="conv_stem")(x)
+    x = DenseConv(32, 3, 2, "SAME", self.conv_method, name="conv_stem")(x)
     x = nn.relu6(frozen_bn(_EPS, "bn0")(x))
     in_ch, idx = 32, 0
     for stage, (r, k, s, e, c) in enumerate(stage_table(self.variant)):
       for j in range(r):
-        x = MBConv(in_ch, c, k, s if j == 0 else 1, e, name=f"blocks_{idx}")(x)
+        x = MBConv(in_ch, c, k, s if j == 0 else 1, e, self.conv_method, name=f"blocks_{idx}")(x)
         in_ch = c
         idx += 1
       if stage in taps and col.add(taps[stage], x):
         return col.out
-    x = nn.Conv(1280, (1, 1), padding="SAME", use_bias=False, name="conv_head")(x)
+    x = PointwiseConv(1280, self.conv_method, name="conv_head")(x)
     x = nn.relu6(frozen_bn(_EPS, "bn1")(x))
     if col.add("head", x):
       return col.out

@@ -15,6 +15,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxad.backbones.convs import DenseConv, PointwiseConv
 from jaxad.backbones.common import (Collector, check_layers, frozen_bn, inverted_bottleneck,
                                     torch_pad)
 
@@ -41,15 +42,16 @@ class InvertedResidual(nn.Module):
   out_ch: int
   stride: int
   expand: int
+  conv_method: str = "auto"
 
   @nn.compact
   def __call__(self, x):
     i = 1 if self.expand != 1 else 0  # torchvision numbers the sub-layers from the expand conv
     return inverted_bottleneck(
         x, out_ch=self.out_ch, kernel=3, stride=self.stride, expand=self.expand, eps=_EPS,
-        pointwise_padding="VALID", depthwise_padding=torch_pad(1),
+        depthwise_padding=torch_pad(1),
         names=("conv_0_0", "conv_0_1", f"conv_{i}_0", f"conv_{i}_1", f"conv_{i + 1}",
-               f"conv_{i + 2}"))
+               f"conv_{i + 2}"), conv_method=self.conv_method)
 
 
 class MobileNetV2(nn.Module):
@@ -57,8 +59,13 @@ class MobileNetV2(nn.Module):
 
   Attributes:
     num_classes: classifier outputs.
+    conv_method: how the convolutions are computed: ``"auto"`` (per backend), ``"native"``
+      (``lax`` convolutions) or ``"unrolled"`` (depthwise as fused shifted products, 1x1 and stem
+      as matrix products; fast on XLA:CPU); same parameters and function
+      (``jaxad.backbones.convs``).
   """
   num_classes: int = 1000
+  conv_method: str = "auto"
 
   @nn.compact
   def __call__(self, x, layers: Sequence[str] | None = None):
@@ -74,17 +81,18 @@ class MobileNetV2(nn.Module):
     """
     col = Collector(check_layers(layers, feature_layers(), "mobilenet_v2"))
     taps = {v: k for k, v in _TAPS.items()}
-    x = nn.Conv(32, (3, 3), (2, 2), torch_pad(1), use_bias=False, name="features_0_0")(x)
+    x = DenseConv(32, 3, 2, torch_pad(1), self.conv_method, name="features_0_0")(x)
     x = nn.relu6(frozen_bn(_EPS, "features_0_1")(x))
     in_ch, idx = 32, 1
     for t, c, n, s in _SETTINGS:
       for j in range(n):
-        x = InvertedResidual(in_ch, c, s if j == 0 else 1, t, name=f"features_{idx}")(x)
+        x = InvertedResidual(in_ch, c, s if j == 0 else 1, t, self.conv_method,
+                             name=f"features_{idx}")(x)
         in_ch = c
         if idx in taps and col.add(taps[idx], x):
           return col.out
         idx += 1
-    x = nn.Conv(1280, (1, 1), padding="VALID", use_bias=False, name="features_18_0")(x)
+    x = PointwiseConv(1280, self.conv_method, name="features_18_0")(x)
     x = nn.relu6(frozen_bn(_EPS, "features_18_1")(x))
     if col.add("head", x):
       return col.out
