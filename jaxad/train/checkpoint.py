@@ -241,16 +241,41 @@ def _orbax_silenced() -> Iterator[None]:
   logger = absl_logging.get_absl_logger()
   filt = _DropOrbax(std_logging.CRITICAL + 1)
   logger.addFilter(filt)
+  _drop_closed_loop_callbacks()
   try:
     yield
   finally:
     logger.removeFilter(filt)
 
 
+def _drop_closed_loop_callbacks() -> None:
+  """Installs (once) a ``sys.unraisablehook`` that drops one known, harmless Orbax artefact.
+
+  When an array of a damaged checkpoint fails to read, Orbax closes its asyncio loop while
+  TensorStore still completes the other reads; each late completion calls
+  ``loop.call_soon_threadsafe`` and surfaces as an unraisable ``RuntimeError: Event loop is
+  closed`` with a traceback on stderr. jaxad reports the unreadable checkpoint itself, so only
+  exactly that error is dropped; every other unraisable exception goes to the previous hook.
+  """
+  import sys
+  previous = sys.unraisablehook
+  if getattr(previous, "_jaxad_closed_loop_filter", False):
+    return
+
+  def hook(unraisable: Any) -> None:
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+      return
+    previous(unraisable)
+
+  hook._jaxad_closed_loop_filter = True  # type: ignore[attr-defined]
+  sys.unraisablehook = hook
+
+
 def log_warning(msg: str, *args: Any) -> None:
-  """A warning on jaxad's log (absl)."""
-  from absl import logging as absl_logging
-  absl_logging.warning(msg, *args)
+  """A WARNING line on the ``"jaxad"`` logger (stderr, prefixed ``warning:``)."""
+  from jaxad.progress import logger
+  logger.warning("warning: " + msg, *args)
 
 
 class _DropOrbax:

@@ -215,12 +215,12 @@ def _start(method: ModuleType, config: Any, run: Run, split: data_lib.ArraySplit
     if pid == 0:
       run_files.write_run_info(ckpt.workdir, info)
     restored = ckpt.restore_latest(state)
+    step = 0 if restored is None else restored[1]
+    if pid == 0:  # metric lines logged after the state we continue from are dropped
+      run_files.truncate_metrics(ckpt.workdir, step)
     if restored is not None:
-      state, step = restored
       log("resumed %s from step %d", ckpt.workdir, step)
-      if pid == 0:
-        run_files.truncate_metrics(ckpt.workdir, step)
-      return state
+      return restored[0]
   if hasattr(method, "prepare"):
     state = _prepare(method, config, run, state, split, seed=seed, mesh=mesh)
     if ckpt is not None:

@@ -52,7 +52,9 @@ def test_block_sizes_do_not_change_result(data):
   a = knn(queries, bank, 4)
   b = knn(queries, bank, 4, block=100, query_block=32)
   np.testing.assert_array_equal(np.asarray(a.indices), np.asarray(b.indices))
-  np.testing.assert_allclose(np.asarray(a.distances), np.asarray(b.distances), atol=1e-5)
+  # Blocks change the matrix-product tiling, hence the float32 rounding of |q|^2 - 2qb + |b|^2
+  # (|q|^2 ~ 160 here): distances ~3 agree to a few float32 ulps of |q|^2, not to 1e-5.
+  np.testing.assert_allclose(np.asarray(a.distances), np.asarray(b.distances), atol=5e-5)
 
 
 def test_k_equals_n_returns_all_points(data):

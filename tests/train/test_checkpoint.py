@@ -49,3 +49,23 @@ def test_restore_without_checkpoint_names_the_folder(tmp_path):
       ckpt.restore(_net(0))
   with pytest.raises(ValueError, match="keep"):
     Checkpointer(tmp_path, keep=0)
+
+
+def test_closed_loop_filter_drops_only_orbax_late_callbacks(capsys):
+  import sys
+  import types
+
+  from jaxad.train import checkpoint
+  previous = sys.unraisablehook
+  seen = []
+  sys.unraisablehook = lambda u: seen.append(u.exc_value)
+  try:
+    checkpoint._drop_closed_loop_callbacks()
+    checkpoint._drop_closed_loop_callbacks()  # installed once
+    late = types.SimpleNamespace(exc_value=RuntimeError("Event loop is closed"))
+    other = types.SimpleNamespace(exc_value=RuntimeError("something else"))
+    sys.unraisablehook(late)
+    sys.unraisablehook(other)
+    assert [str(e) for e in seen] == ["something else"]
+  finally:
+    sys.unraisablehook = previous
