@@ -19,7 +19,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -28,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxad.models._init import init_variables
 from jaxad.models._validate import check_images
 from jaxad.models.protocol import Run
 from jaxad.train.state import TrainState
@@ -129,13 +129,6 @@ def _optimizer(config: Config) -> optax.GradientTransformation:
   return optax.adam(config.learning_rate)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _init_variables(config: Config, key: jax.Array) -> Any:
-  # Jitted: eager Flax init dispatches (and compiles) every op separately.
-  shape = (1, config.image_size, config.image_size, config.channels)
-  return _model(config).init(key, jnp.zeros(shape, jnp.float32), train=False)
-
-
 def init(config: Config, run: Run, key: jax.Array, example_batch: dict[str, Any]) -> TrainState:
   """A fresh train state.
 
@@ -152,7 +145,8 @@ def init(config: Config, run: Run, key: jax.Array, example_batch: dict[str, Any]
     raise TypeError(f"config must be conv_ae.Config, got {type(config).__name__}")
   check_images(example_batch["image"], config, "example_batch['image']")
   k_params, k_state = jax.random.split(key)
-  variables = _init_variables(config, k_params)
+  shape = (1, config.image_size, config.image_size, config.channels)
+  variables = init_variables(_model(config), k_params, shape)
   return TrainState.create(params=variables["params"], tx=_optimizer(config), key=k_state,
                            batch_stats=variables.get("batch_stats", {}))
 

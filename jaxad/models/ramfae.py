@@ -30,7 +30,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -39,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxad.models._init import init_variables
 from jaxad.models._validate import check_images
 from jaxad.models.protocol import Run
 from jaxad import augment, losses, maps
@@ -188,13 +188,6 @@ def _optimizer(config: Config, run: Run) -> optax.GradientTransformation:
   return optax.adam(learning_rate_schedule(config, run))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _init_variables(config: Config, key: jax.Array) -> Any:
-  # Jitted once per config by JAX's cache: eager Flax init compiles every op separately.
-  shape = (1, config.image_size, config.image_size, config.channels)
-  return RAMFAENet(config).init(key, jnp.zeros(shape, jnp.float32), train=False)
-
-
 def init(config: Config, run: Run, key: jax.Array, example_batch: dict[str, Any]) -> TrainState:
   """A fresh RAMFAE train state (parameters, BatchNorm statistics, Adam state).
 
@@ -215,7 +208,8 @@ def init(config: Config, run: Run, key: jax.Array, example_batch: dict[str, Any]
     raise ValueError("example_batch must be a dict with an 'image' entry")
   check_images(example_batch["image"], config, "example_batch['image']")
   k_params, k_state = jax.random.split(key)
-  variables = _init_variables(config, k_params)
+  shape = (1, config.image_size, config.image_size, config.channels)
+  variables = init_variables(RAMFAENet(config), k_params, shape)
   return TrainState.create(params=variables["params"], tx=_optimizer(config, run), key=k_state,
                            batch_stats=variables["batch_stats"])
 
