@@ -18,12 +18,12 @@ definitions (Prewitt GMS with reflect padding, Gaussian SSIM 11/1.5 with reflect
 its Delete Paste is a simple per-image loop on the host (both sides include augmentation
 in the timed step).
 
-Usage (``--lock`` takes the shared lock for the timed steps only; compilation runs before):
-  .venv/bin/python experiments/benchmark_ramfae.py --lock=/tmp/jaxad-bench.lock \
+Usage:
+  .venv/bin/python experiments/benchmark_ramfae.py \
       --image_size=64 --batch_size=16 --base_features=32 --max_features=256 --steps=6 --warmup=1
   # compare jaxad's per-jit step options (default) with XLA's defaults in one run:
   #   --compiler_options='default;none'
-  # one core each (load-robust): prefix with `taskset -c 1` and add --threads=1
+  # one core each: prefix with `taskset -c 1` and add --threads=1
   # both frameworks with glibc's huge-page malloc (process-wide, re-executes the script):
   #   --glibc_hugetlb
 """
@@ -284,27 +284,17 @@ def main(argv) -> None:
   torch_name = f"PyTorch {torch.__version__} CPU"
   if not f.skip_torch:
     steppers[torch_name] = _TorchStep(cfg, images)
-  lock = None
-  if f.lock:  # hold the shared benchmark lock for the timed part only (not for compilation)
-    import fcntl
-    for fn_name, fn in steppers.items():  # compile / warm up outside the lock
-      fn(0)
-    lock = open(f.lock, "a")
-    fcntl.flock(lock, fcntl.LOCK_EX)
-  t_start = time.strftime("%H:%M:%S", time.gmtime())
-  load = os.getloadavg()[0]
+  t_start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
   res = _run(steppers, f.steps, f.warmup)
-  if lock is not None:
-    lock.close()
   b = f.batch_size
   print(f"\nRAMFAE training throughput, {f.image_size}x{f.image_size}x{f.channels}, batch {b}, widths "
         f"{ramfae.widths(cfg)}, {f.steps} interleaved timed steps after {f.warmup} warm-up; jax "
         f"{jax.__version__} backend {jax.default_backend()}, {os.cpu_count()} CPUs, {threads} thread(s) "
         f"each; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; GLIBC_TUNABLES="
-        f"{os.environ.get('GLIBC_TUNABLES', '')!r}; timed from {t_start} UTC, load {load:.1f}\n")
+        f"{os.environ.get('GLIBC_TUNABLES', '')!r}; timed from {t_start} UTC\n")
   ref = res.get(torch_name)
   print("| implementation | images/s (median wall) | vs PyTorch | images/s (best wall) | vs PyTorch "
-        "| images/s (median CPU time) | vs PyTorch | warm-up steps (s; incl. compile without --lock) |")
+        "| images/s (median CPU time) | vs PyTorch | warm-up steps (s; incl. compile) |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- |")
   for name, r in res.items():
     ips = {k: b / float(np.median(r[k])) for k in ("wall", "cpu")}
@@ -338,6 +328,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("threads", 0, "threads per framework (0 = all CPUs; 1 also sets XLA's "
                        "single-thread flags)")
   flags.DEFINE_string("xla_flags", "", "extra XLA_FLAGS for this process (set before jax starts)")
-  flags.DEFINE_string("lock", "", "if set, take this flock only for the timed steps (compile "
-                      "outside it), e.g. /tmp/jaxad-bench.lock")
   app.run(main)
