@@ -18,9 +18,18 @@ process loads the data and reads its rows of each global batch.
 
 Writes to ``--workdir``: ``config.json`` (flags and resolved config),
 ``run.json`` (what a resume must match), ``metrics.jsonl`` (one JSON line per
-step), ``checkpoints/`` (Orbax) and ``samples.png`` (inputs, reconstructions,
+step), ``checkpoints/`` (Orbax), ``samples.png`` (inputs, reconstructions,
 residuals, heat maps of a few training images, when the method has
-``reconstruct``).
+``reconstruct``) and ``calibration.json`` (the decision threshold and score
+normalisation of ``jaxad.train.calibrate``).
+
+Calibration: ``--val_fraction`` (default 0.1) of the training images are held
+out before training (``jaxad.data.train_val_split``, seeded by ``--seed``);
+after training their scores give the threshold (the ``--threshold_quantile``
+of the normal scores) and the normalisation (``--score_normalization``).
+``--calibration_dir`` (a folder with ``normal/`` and ``abnormal/`` images,
+not the test set) makes the threshold F1-optimal on those labelled images.
+``--val_fraction=0`` trains on every image and stores no threshold.
 """
 
 from __future__ import annotations
@@ -59,6 +68,14 @@ flags.DEFINE_integer("log_every", 10, "Steps between metric/progress updates.")
 flags.DEFINE_integer("max_steps", 0, "Stop after this global step (0: no limit).")
 flags.DEFINE_integer("num_devices", 0, "Devices in the data mesh (0: all).")
 flags.DEFINE_integer("num_samples", 8, "Training images shown in samples.png (0: none).")
+flags.DEFINE_float("val_fraction", 0.1, "Share of the training images held out (never trained on) "
+                   "to choose the decision threshold; 0 = train on all, no threshold.")
+flags.DEFINE_float("threshold_quantile", 0.99, "Threshold = this quantile of the held-out normal "
+                   "images' scores.")
+flags.DEFINE_enum("score_normalization", "minmax", ["minmax", "quantile"], "Score normalisation "
+                  "range from the held-out normal scores: min/max or their 1%/99% quantiles.")
+flags.DEFINE_string("calibration_dir", None, "Optional labelled validation images (a folder with "
+                    "normal/ and abnormal/, not the test set): F1-optimal threshold.")
 flags.DEFINE_string("coordinator_address", None, "jax.distributed coordinator host:port.")
 flags.DEFINE_integer("num_processes", 1, "Number of processes of the job.")
 flags.DEFINE_integer("process_id", 0, "This process's index in [0, num_processes).")
@@ -109,6 +126,69 @@ def check_flags() -> None:
   workdir = Path(FLAGS.workdir)
   if workdir.exists() and not workdir.is_dir():
     raise FlagError(f"--workdir={workdir} exists and is not a directory")
+  if not 0.0 <= FLAGS.val_fraction < 1.0:
+    raise FlagError(f"--val_fraction must be in [0, 1), got {FLAGS.val_fraction}")
+  if not 0.0 <= FLAGS.threshold_quantile <= 1.0:
+    raise FlagError(f"--threshold_quantile must be in [0, 1], got {FLAGS.threshold_quantile}")
+  if FLAGS.calibration_dir is not None:
+    cal = Path(FLAGS.calibration_dir)
+    if not ((cal / "normal").is_dir() and (cal / "abnormal").is_dir()):
+      raise FlagError(f"--calibration_dir={cal} must hold normal/ and abnormal/ image folders")
+
+
+def resolve_val_fraction(workdir: Path) -> float:
+  """``--val_fraction``, or the saved one of a resumed run when the flag is not given.
+
+  Raises:
+    FlagError: the flag differs from the run being resumed (a different training set).
+  """
+  run_file = workdir / "run.json"
+  if not run_file.is_file():
+    return FLAGS.val_fraction
+  saved = json.loads(run_file.read_text()).get("val_fraction", 0.0)
+  if not FLAGS["val_fraction"].present:
+    return float(saved)
+  if float(saved) != FLAGS.val_fraction:
+    raise FlagError(f"--val_fraction={FLAGS.val_fraction} but the run in {workdir} holds out "
+                    f"{saved} of its training images; resume with --val_fraction={saved} or use "
+                    "a fresh --workdir")
+  return FLAGS.val_fraction
+
+
+def write_calibration(method: Any, config: Any, state: Any, val: Any, workdir: Path,
+                      kwargs: dict[str, Any], val_fraction: float) -> Any:
+  """Scores the held-out (and labelled) validation images; writes ``calibration.json``."""
+  from jaxad import data
+  from jaxad.progress import log
+  from jaxad.train import calibrate
+  from jaxad.train.mesh import to_host
+  labelled = labels = None
+  if FLAGS.calibration_dir:
+    keep = {k: v for k, v in kwargs.items() if k in ("image_size", "channels", "crop_size", "cache_dir")}
+    cal_dir = Path(FLAGS.calibration_dir)
+    split = data.load_folder(test_normal_dir=cal_dir / "normal",
+                             test_abnormal_dir=cal_dir / "abnormal", split="test", **keep)
+    labelled, labels = split.images, split.labels
+    log("calibration set %s: %d normal, %d anomalous", cal_dir, int((labels == 0).sum()),
+        int(labels.sum()))
+  normal = val.images if val is not None else labelled[labels == 0]
+  info = {"val_fraction": val_fraction, "num_val_images": 0 if val is None else len(val),
+          "seed": FLAGS.seed, "step": int(to_host(state.step)),
+          "calibration_dir": FLAGS.calibration_dir}
+  cal = calibrate.calibrate_run(method, config, state, normal, labelled_images=labelled,
+                                labels=labels, batch_size=FLAGS.batch_size,
+                                quantile=FLAGS.threshold_quantile,
+                                normalization=FLAGS.score_normalization, info=info)
+  path = calibrate.write_calibration(workdir, cal)
+  if cal.rule == "quantile" and cal.num_normal < 20:
+    log("only %d held-out images: the q=%g quantile is close to their maximum; hold out more "
+        "(--val_fraction) or give --calibration_dir for a steadier threshold", cal.num_normal,
+        cal.quantile)
+  log("calibration: threshold %.6g (%s), normalisation %s [%.6g, %.6g] -> %s", cal.threshold,
+      f"F1 {cal.f1:.3f} on {FLAGS.calibration_dir}" if cal.rule == "f1" else
+      f"q={cal.quantile} of {cal.num_normal} held-out normal images", cal.normalization, cal.low,
+      cal.high, path)
+  return cal
 
 
 def init_distributed() -> None:
@@ -195,7 +275,21 @@ def main(argv: list[str]) -> None:
   except FileNotFoundError as e:
     raise app.UsageError(f"cannot load --dataset={FLAGS.dataset} from --data_dir="
                          f"{FLAGS.data_dir}: {e}") from None
-  log("train split: %d images %s", len(train.images), tuple(train.images.shape[1:]))
+  try:
+    val_fraction = resolve_val_fraction(Path(FLAGS.workdir))
+  except FlagError as e:
+    raise app.UsageError(str(e)) from None
+  val = None
+  if val_fraction > 0:
+    try:
+      train, val = data.train_val_split(train, val_fraction, seed=FLAGS.seed)
+    except ValueError as e:
+      raise app.UsageError(f"--val_fraction={val_fraction}: {e}") from None
+    log("train split: %d images %s, %d held out for the threshold", len(train.images),
+        tuple(train.images.shape[1:]), len(val.images))
+  else:
+    log("train split: %d images %s (--val_fraction=0: no threshold)", len(train.images),
+        tuple(train.images.shape[1:]))
 
   mesh = mesh_lib.make_mesh(FLAGS.num_devices or None)
   try:
@@ -207,7 +301,8 @@ def main(argv: list[str]) -> None:
   resolved = {"flags": {name: FLAGS[name].value for name in (
       "dataset", "data_dir", "category", "normal_class", "cache_dir", "workdir",
       "batch_size", "epochs", "seed", "save_every", "keep", "log_every", "max_steps",
-      "num_devices", "num_processes")},
+      "num_devices", "num_processes", "val_fraction", "threshold_quantile",
+      "score_normalization", "calibration_dir")},
               "config_file": FLAGS["config"].config_filename, "data_kwargs": kwargs,
               "method": _CONFIG.value.method, "config": run_files.config_to_dict(config),
               "num_devices": mesh.devices.size,
@@ -218,7 +313,8 @@ def main(argv: list[str]) -> None:
                       save_every=FLAGS.save_every or None, keep=FLAGS.keep,
                       max_steps=FLAGS.max_steps or None, log_every=FLAGS.log_every,
                       extra_info={"dataset": FLAGS.dataset, "data_dir": FLAGS.data_dir,
-                                  "data_kwargs": kwargs})
+                                  "data_kwargs": kwargs, "val_fraction": val_fraction,
+                                  "num_val_images": 0 if val is None else len(val)})
   except CheckpointMismatchError as e:
     raise app.UsageError(str(e)) from None
   if jax.process_index() == 0:
@@ -230,8 +326,18 @@ def main(argv: list[str]) -> None:
     path = save_samples(method, config, result.state, train.images[:FLAGS.num_samples],
                         workdir / "samples.png")
     log("samples: %s", path)
+  threshold = None
+  if (val is not None or FLAGS.calibration_dir) and jax.process_count() == 1:
+    try:
+      threshold = write_calibration(method, config, result.state, val, workdir, kwargs,
+                                    val_fraction).threshold
+    except NotImplementedError as e:
+      log("no calibration: %s", e)
+  elif val is not None:
+    log("no calibration: scoring the held-out images runs in one process (multi-process run)")
   print(json.dumps({"workdir": str(workdir), "step": int(mesh_lib.to_host(result.state.step)),
-                    **{k: v for k, v in last.items() if k not in ("step", "epoch")}}))
+                    **{k: v for k, v in last.items() if k not in ("step", "epoch")},
+                    "threshold": threshold}))
 
 
 def parse_flags(argv: list[str]) -> list[str]:
