@@ -1,7 +1,7 @@
 """Backbone throughput, jaxad vs the same models in PyTorch CPU, forward and forward+backward.
 
 One run times, per backbone, at the given batch and size (median images/s of ``--iters`` runs
-after one warm-up):
+after one warm-up; the runs of jaxad and PyTorch alternate, ABBA, so both see the same load):
 
 * forward: jaxad ``extract_features`` up to the deepest feature layer (``jax.jit``, float32,
   NHWC) vs PyTorch ``eval()`` + ``no_grad`` (NCHW) on the reference ``torch.nn`` definitions
@@ -54,37 +54,38 @@ _NATIVE = flags.DEFINE_bool("native", False,
                             "Also time the mobile backbones' 'native' conv path in jaxad.")
 
 
-def _time(fn, iters: int) -> float:
-  """Median seconds of ``iters`` calls after one warm-up call (compilation for JAX)."""
-  fn()
-  times = []
-  for _ in range(iters):
-    t0 = time.perf_counter()
+def _time(fns: dict, iters: int) -> dict:
+  """Median seconds per call of each function, after one warm-up call each (JAX compiles).
+
+  The timed calls are interleaved (ABBA order), so that every implementation sees the same
+  background load.
+  """
+  for fn in fns.values():
     fn()
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
+  names, times = list(fns), {k: [] for k in fns}
+  for i in range(iters):
+    for name in (names if i % 2 == 0 else names[::-1]):
+      t0 = time.perf_counter()
+      fns[name]()
+      times[name].append(time.perf_counter() - t0)
+  return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def _jax_rates(name: str, method: str, variables, images: np.ndarray, layer: str,
-               iters: int, backward: bool) -> tuple[float, float]:
-  """(forward, forward+backward) images/s of jaxad; NaN when not measured."""
+def _jax_steps(name: str, method: str, variables, images: np.ndarray, layer: str):
+  """(forward, forward+backward) callables of jaxad that block until the result is ready."""
   kw = {"conv_method": method} if name in _MOBILE else {}
   module = bb.create(name, num_classes=_num_classes(variables, name), **kw)
   x = jnp.asarray(images)
   fwd = jax.jit(lambda v, x: bb.extract_features(module, v, x, (layer,))[layer])
-  t_fwd = _time(lambda: fwd(variables, x).block_until_ready(), iters)
-  t_bwd = float("nan")
-  if backward:
-    def loss(params, stats, x):
-      out = bb.extract_features(module, {"params": params, "batch_stats": stats}, x, (layer,),
-                                train=True)
-      return jnp.mean(out[layer])
 
-    grad = xla_compile.jit(jax.grad(loss))
-    t_bwd = _time(lambda: jax.block_until_ready(
-        grad(variables["params"], variables["batch_stats"], x)), iters)
-  n = images.shape[0]
-  return n / t_fwd, n / t_bwd
+  def loss(params, stats, x):
+    out = bb.extract_features(module, {"params": params, "batch_stats": stats}, x, (layer,),
+                              train=True)
+    return jnp.mean(out[layer])
+
+  grad = xla_compile.jit(jax.grad(loss))
+  return (lambda: fwd(variables, x).block_until_ready(),
+          lambda: jax.block_until_ready(grad(variables["params"], variables["batch_stats"], x)))
 
 
 def _num_classes(variables, name: str) -> int:
@@ -92,28 +93,26 @@ def _num_classes(variables, name: str) -> int:
   return int(variables["params"][head]["kernel"].shape[1])
 
 
-def _torch_rates(torch, ref, name: str, source: str, images: np.ndarray, layer: str,
-                 mean, std, iters: int, backward: bool) -> tuple[float, float]:
-  """(forward, forward+backward) images/s of the PyTorch reference model."""
+def _torch_steps(torch, ref, name: str, source: str, images: np.ndarray, layer: str, mean, std):
+  """(forward, forward+backward) callables of the PyTorch reference model."""
   model = ref.build(name)
   if source == "ImageNet":
     model.load_state_dict(torch.load(bb.weights_path(name), map_location="cpu", weights_only=True))
   model.eval()  # frozen BatchNorm in both timings
   xt = torch.from_numpy(((images - np.asarray(mean, np.float32)) / np.asarray(std, np.float32))
                         .transpose(0, 3, 1, 2).copy())
-  with torch.no_grad():
-    t_fwd = _time(lambda: model(xt), iters)
-  t_bwd = float("nan")
-  if backward:
-    def step():
-      model.zero_grad(set_to_none=True)
-      feats = {}
-      model(xt, feats)
-      feats[layer].mean().backward()
 
-    t_bwd = _time(step, iters)
-  n = images.shape[0]
-  return n / t_fwd, n / t_bwd
+  def fwd():
+    with torch.no_grad():
+      model(xt)
+
+  def fwd_bwd():
+    model.zero_grad(set_to_none=True)
+    feats = {}
+    model(xt, feats)
+    feats[layer].mean().backward()
+
+  return fwd, fwd_bwd
 
 
 def main(argv):
@@ -139,14 +138,19 @@ def main(argv):
     layer = list(bb.FEATURE_LAYERS[name])[-1]
     mean, std = bb.input_normalization(name)
     path = method if name in _MOBILE else "native"
-    jf, jb = _jax_rates(name, method, variables, images, layer, iters, backward)
-    nf = nb = nan
+    steps = {"jaxad": _jax_steps(name, method, variables, images, layer)}
     if _NATIVE.value and name in _MOBILE and method != "native":
-      nf, nb = _jax_rates(name, "native", variables, images, layer, iters, backward)
-    tf = tb = nan
+      steps["native"] = _jax_steps(name, "native", variables, images, layer)
     if torch is not None:
-      tf, tb = _torch_rates(torch, ref, name, source, images, layer, mean, std, iters, backward)
-    rows.append((name, source, layer, path, jf, tf, jb, tb, nf, nb))
+      steps["torch"] = _torch_steps(torch, ref, name, source, images, layer, mean, std)
+    rate = {k: nan for k in ("jaxad", "native", "torch")}
+    fwd = {k: b / t for k, t in _time({k: v[0] for k, v in steps.items()}, iters).items()}
+    bwd = dict(rate)
+    if backward:
+      bwd.update({k: b / t for k, t in _time({k: v[1] for k, v in steps.items()}, iters).items()})
+    fwd = {**rate, **fwd}
+    rows.append((name, source, layer, path, fwd["jaxad"], fwd["torch"], bwd["jaxad"],
+                 bwd["torch"], fwd["native"], bwd["native"]))
     print(f"done {name}", file=sys.stderr, flush=True)
   print(f"\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
         f"{platform.machine()} {os.cpu_count()} CPUs, jax {jax.__version__}, "

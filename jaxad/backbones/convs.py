@@ -155,12 +155,12 @@ def _depthwise_bwd(stride, pads, res, g):
   # its slices in place), then one reduction of all taps over the [B / G, Ho, Wo] positions
   # (reducing each tap separately lets XLA fuse the sum into a reduction loop, ~10x slower).
   groups = _batch_groups(n)
+  g_groups = [lax.slice(g, (i, 0, 0, 0), g.shape, (groups, 1, 1, 1)) for i in range(groups)]
   taps = []
   for dy in range(k):
     for dx_ in range(k):
       acc = None
-      for i in range(groups):
-        gi = lax.slice(g, (i, 0, 0, 0), g.shape, (groups, 1, 1, 1))
+      for i, gi in enumerate(g_groups):
         term = _tap(xp, dy, dx_, s, ho, wo, i, groups) * gi
         acc = term if acc is None else acc + term
       taps.append(acc)

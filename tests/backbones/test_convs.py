@@ -116,14 +116,15 @@ def _network_fn(name: str, method: str):
   """One jitted (features, parameter gradients) function per network and method, shared."""
   module = bb.create(name, conv_method=method)
 
-  def loss(params, stats, images):
+  def loss(params, stats, images):  # one forward pass gives the features and the loss
     out = bb.extract_features(module, {"params": params, "batch_stats": stats}, images,
-                              ("head",), train=True)
-    return jnp.mean(out["head"] ** 2)
+                              _LAYERS[name], train=True)
+    return jnp.mean(out["head"] ** 2), out
 
   def fn(variables, images):
-    feats = bb.extract_features(module, variables, images, _LAYERS[name])
-    return feats, jax.grad(loss)(variables["params"], variables["batch_stats"], images)
+    grads, feats = jax.grad(loss, has_aux=True)(variables["params"], variables["batch_stats"],
+                                                images)
+    return feats, grads
 
   return jax.jit(fn)
 
