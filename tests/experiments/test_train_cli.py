@@ -54,11 +54,14 @@ def _train_args(folder, workdir, *extra):
 
 def test_train_resume_evaluate(folder, tmp_path):
   wd = tmp_path / "run"
-  _run("train.py", *_train_args(folder, wd, "--epochs=2", "--max_steps=4", "--save_every=2"))
+  _run("train.py", *_train_args(folder, wd, "--epochs=3", "--max_steps=4", "--save_every=2",
+                                 "--val_fraction=0.25"))
   assert [json.loads(l)["step"] for l in (wd / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
-  out = _run("train.py", *_train_args(folder, wd, "--epochs=2", "--save_every=2"))
+  out = _run("train.py", *_train_args(folder, wd, "--epochs=3", "--save_every=2"))
   final = json.loads(out.stdout.strip().splitlines()[-1])
-  assert final["step"] == 6  # 12 images / batch 4 = 3 steps per epoch, resumed at 4
+  assert final["step"] == 6  # 12 images - 3 held out = 9 / batch 4 = 2 steps per epoch, resumed at 4
+  calibration = json.loads((wd / "calibration.json").read_text())
+  assert calibration["threshold"] > 0 and calibration["num_normal"] == 3
   steps = [json.loads(l)["step"] for l in (wd / "metrics.jsonl").read_text().splitlines()]
   assert steps == [1, 2, 3, 4, 5, 6]
   config = json.loads((wd / "config.json").read_text())
@@ -77,7 +80,7 @@ def test_train_resume_evaluate(folder, tmp_path):
   assert (wd / "test_panels.png").stat().st_size > 0
 
   # The same workdir with another config: a clear error naming the workdir.
-  bad = _run("train.py", *_train_args(folder, wd, "--epochs=2", "--config.learning_rate=0.5"),
+  bad = _run("train.py", *_train_args(folder, wd, "--epochs=3", "--config.learning_rate=0.5"),
              check=False)
   assert bad.returncode != 0 and str(wd) in bad.stderr and "incompatible" in bad.stderr
 
