@@ -43,16 +43,36 @@ def test_log_prob_equals_sklearn_score_samples(data, covariance):
                              ref.score_samples(data), atol=1e-3, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_weighted_fit_matches_repeated_points(data):
-  # Well separated blobs (same shape as `data`, so the compiled EM is reused): one optimum.
+  # Integer weights w: the weighted EM must equal plain EM on the points repeated w times, step by
+  # step from one fixed start (scikit-learn with means/weights/precisions_init, tol 0 = exactly t
+  # iterations). A deliberately poor start makes every step move, so an E- or M-step that ignored
+  # the weights differs by far more than the float32 tolerance (checked below).
   x, _ = make_blobs(n_samples=2000, n_features=8, centers=5, cluster_std=1.0, random_state=2)
   x = x.astype(np.float32)
   w = np.random.default_rng(1).integers(1, 4, size=len(x))
-  ours = gmm_em(jax.random.key(0), x, 5, weights=w.astype(np.float32), covariance="diag",
-                verbose=False)
+  w[np.argsort(x[:, 0])[-600:]] = 8  # heavy weights on one side: weights move the means
   rep = np.repeat(x, w, axis=0)
-  ref = GaussianMixture(5, covariance_type="diag", random_state=0).fit(rep)
-  assert abs(float(ours.log_likelihood) - ref.score(rep)) <= 0.01 * abs(ref.score(rep))
+  start = GMMParams(x[np.random.default_rng(2).choice(len(x), 5, replace=False)],
+                    np.ones((5, 8), np.float32) * 4.0, np.full(5, 0.2, np.float32))
+  for t in (1, 2, 5):
+    ours = gmm_em(jax.random.key(0), x, 5, weights=w.astype(np.float32), covariance="diag",
+                  init=start, max_iter=t, tol=0.0, verbose=False)
+    assert int(ours.n_iter) == t
+    ref = GaussianMixture(5, covariance_type="diag", means_init=start.means,
+                          weights_init=start.weights, precisions_init=1.0 / start.covariances,
+                          max_iter=t, tol=0.0, reg_covar=1e-6).fit(rep)
+    # Tolerance: float32 (ours) vs float64 (scikit-learn) over t steps, means of order 10.
+    np.testing.assert_allclose(ours.params.means, ref.means_, rtol=1e-4, atol=2e-3)
+    np.testing.assert_allclose(ours.params.covariances, ref.covariances_, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(ours.params.weights, ref.weights_, rtol=1e-4, atol=1e-5)
+  # The test can tell: the same steps on the unrepeated points land elsewhere.
+  plain = GaussianMixture(5, covariance_type="diag", means_init=start.means,
+                          weights_init=start.weights, precisions_init=1.0 / start.covariances,
+                          max_iter=5, tol=0.0, reg_covar=1e-6).fit(x)
+  assert np.abs(plain.means_ - ref.means_).max() > 0.1
+  assert np.abs(plain.weights_ - ref.weights_).max() > 0.01
   # Weighted mean log-likelihood of our fit == plain mean over the repeated points.
   np.testing.assert_allclose(np.asarray(log_prob(ours.params, rep)).mean(),
                              float(ours.log_likelihood), rtol=1e-5)
