@@ -208,3 +208,29 @@ def test_errors(data):
     greedy_coreset(key, bad, 5)
   with pytest.raises(ValueError, match="finite"):
     sensitivity_coreset(key, bad, 5, 2)
+
+
+def test_sensitivity_cost_estimate_is_unbiased(data):
+  """E[weighted coreset k-means cost] = full cost for any fixed centres (importance sampling with
+  weights 1 / (m q)); the mean over many small draws must land within 4 standard errors.
+
+  A sampler whose weights do not match its sampling distribution (uniform weights N / m, or an
+  index shifted from the one its weight came from) is biased by many standard errors."""
+  n, m, draws = len(data), 40, 400
+  rng = np.random.default_rng(5)
+  km = kmeans(jax.random.key(0), data, 10, verbose=False)
+  # k-means centres: the cost per point follows the sensitivities, so mismatched weights show.
+  center_sets = [np.asarray(km.centers), data[rng.choice(n, 3, replace=False)],
+                 data[rng.choice(n, 10, replace=False)]]
+  full = np.array([_kmeans_cost(data, c) for c in center_sets])
+  x = np.asarray(data, np.float64)
+  d = [((x[:, None] - np.asarray(c, np.float64)[None]) ** 2).sum(-1).min(1) for c in center_sets]
+  est = np.zeros((draws, len(center_sets)))
+  for i in range(draws):
+    cs = sensitivity_coreset(jax.random.key(1000 + i), data, m, 10, block=500, verbose=False)
+    idx, w = np.asarray(cs.indices), np.asarray(cs.weights, np.float64)
+    est[i] = [(w * dj[idx]).sum() for dj in d]
+  mean, se = est.mean(0), est.std(0, ddof=1) / np.sqrt(draws)
+  assert np.all(np.abs(mean - full) < 4 * se), (mean / full, se / full)
+  assert np.all(np.abs(mean / full - 1) < 0.05), mean / full
+  assert np.all(se / full < 0.02), se / full  # the draws are many enough to resolve a bias
