@@ -32,6 +32,7 @@ __all__ = [
   "average_precision",
   "f1_max",
   "pixel_auroc",
+  "pixel_auroc_per_image",
   "pixel_average_precision",
   "pixel_f1_max",
   "pro_curve",
@@ -302,6 +303,36 @@ def pixel_auroc(masks, maps) -> float:
   return _binary_stats(_split_pixel_level(masks, maps, regions=False, what="pixel_auroc"))["auroc"]
 
 
+def pixel_auroc_per_image(masks, maps) -> tuple[float, int]:
+  """Mean over images of each image's pixel AUROC (RAMFAE's protocol), and how many images count.
+
+  RAMFAE (Sun et al. 2023): "A ROC AUC score is calculated for each image by pixel, and an average
+  score is calculated". A per-image AUROC is defined only for an image whose mask has both
+  classes: images without defect pixels (all normal test images) and fully defective masks are
+  **excluded** from the mean, not counted as 0 or 1.
+
+  Args:
+    masks: ``[B,H,W]`` ground-truth masks in ``{0, 1}``; at least one image with both classes.
+    maps: ``[B,H,W]`` finite anomaly maps.
+
+  Returns:
+    ``(mean AUROC in [0, 1], number of images averaged)``; each image's AUROC equals
+    ``roc_auc_score(masks[i].ravel(), maps[i].ravel())``.
+
+  Raises:
+    ValueError: no image has both classes, or bad shapes / values.
+  """
+  masks, maps = _check_pixel_level(masks, maps)
+  values = []
+  for m, s in zip(masks, maps):
+    pos = int(np.count_nonzero(m))
+    if 0 < pos < m.size:
+      values.append(auroc(m.ravel(), s.ravel()))
+  if not values:
+    raise ValueError("pixel_auroc_per_image: no image has both defect and normal pixels")
+  return float(np.mean(values)), len(values)
+
+
 def pixel_average_precision(masks, maps) -> float:
   """Pixel-level average precision (exact; equals sklearn's AP on the flattened pixels).
 
@@ -468,7 +499,8 @@ def aupro(masks, maps, fpr_limit: float = 0.3) -> float:
 # ----------------------------------------------------------------------------
 
 
-def evaluate(labels, scores, masks=None, maps=None, *, fpr_limit: float = 0.3) -> dict[str, float]:
+def evaluate(labels, scores, masks=None, maps=None, *,
+             fpr_limit: float = 0.3) -> dict[str, float | int]:
   """All image- and pixel-level metrics of one test set.
 
   Args:
@@ -481,6 +513,10 @@ def evaluate(labels, scores, masks=None, maps=None, *, fpr_limit: float = 0.3) -
   Returns:
     ``{"image_auroc", "image_ap", "image_f1_max"}`` and, with masks/maps, also
     ``{"pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro"}``; plain Python floats in ``[0, 1]``.
+    ``pixel_auroc`` pools all pixels of all images (MVTec AD's protocol);
+    ``pixel_auroc_per_image`` is the mean of the per-image pixel AUROCs over the
+    ``pixel_auroc_images`` images with both classes (RAMFAE's protocol; images without defect
+    pixels are excluded, see :func:`pixel_auroc_per_image`), absent when no image has both.
     The pixel maps are split and sorted once and shared by the four pixel metrics.
 
   References:
@@ -503,4 +539,7 @@ def evaluate(labels, scores, masks=None, maps=None, *, fpr_limit: float = 0.3) -
     px = _binary_stats(data)
     out.update({"pixel_auroc": px["auroc"], "pixel_ap": px["ap"], "pixel_f1_max": px["f1_max"],
                 "aupro": _aupro_from_sorted(data, fpr_limit)})
-  return {k: float(v) for k, v in out.items()}
+    has_both = [0 < np.count_nonzero(m) < m.size for m in masks]
+    if any(has_both):
+      out["pixel_auroc_per_image"], out["pixel_auroc_images"] = pixel_auroc_per_image(masks, maps)
+  return {k: (v if k == "pixel_auroc_images" else float(v)) for k, v in out.items()}

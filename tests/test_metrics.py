@@ -270,13 +270,46 @@ def test_evaluate_keys_and_consistency():
   assert set(image_only) == {"image_auroc", "image_ap", "image_f1_max"}
   out = metrics.evaluate(labels, scores, masks, maps)
   assert set(out) == {"image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap",
-                      "pixel_f1_max", "aupro"}
+                      "pixel_f1_max", "aupro", "pixel_auroc_per_image", "pixel_auroc_images"}
+  both = [i for i in range(len(masks)) if 0 < masks[i].sum() < masks[i].size]
+  assert out.pop("pixel_auroc_images") == len(both)
+  assert out["pixel_auroc_per_image"] == pytest.approx(
+      np.mean([roc_auc_score(masks[i].ravel(), maps[i].ravel()) for i in both]), abs=TOL)
   assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in out.values())
   assert out["image_auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=TOL)
   assert out["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=TOL)
   assert out["pixel_ap"] == pytest.approx(average_precision_score(masks.ravel(), maps.ravel()), abs=TOL)
   assert out["pixel_f1_max"] == pytest.approx(metrics.pixel_f1_max(masks, maps)[0], abs=1e-12)
   assert out["aupro"] == pytest.approx(_aupro_reference(masks, maps), abs=1e-9)
+
+
+def test_pixel_auroc_per_image_matches_sklearn_per_image():
+  # RAMFAE's protocol: mean of per-image pixel AUROCs over images with both classes; images
+  # without defect pixels (and fully defective masks) are excluded. Per-image separability
+  # differs from pooled: each image's maps get their own offset, which only the pooled AUROC sees.
+  rng = np.random.default_rng(11)
+  masks = np.zeros((6, 12, 10), np.float32)
+  masks[0, 2:5, 3:7] = 1
+  masks[2, 6:, :4] = 1
+  masks[3, 0, 0] = 1  # one defect pixel
+  masks[5] = 1  # fully defective: no per-image AUROC
+  maps = rng.random(masks.shape) + 0.8 * masks + np.arange(6)[:, None, None] * 0.7
+  got, count = metrics.pixel_auroc_per_image(masks, maps)
+  want = [roc_auc_score(masks[i].ravel(), maps[i].ravel()) for i in (0, 2, 3)]
+  assert count == 3
+  assert got == pytest.approx(np.mean(want), abs=TOL)
+  pooled = metrics.pixel_auroc(masks, maps)
+  assert abs(pooled - got) > 0.02  # the two protocols differ here
+  out = metrics.evaluate([1, 0, 1, 1, 0, 1], maps.max(axis=(1, 2)), masks, maps)
+  assert out["pixel_auroc_per_image"] == pytest.approx(got, abs=TOL)
+  assert out["pixel_auroc_images"] == 3 and out["pixel_auroc"] == pytest.approx(pooled, abs=TOL)
+  with pytest.raises(ValueError, match="both"):
+    metrics.pixel_auroc_per_image(np.zeros((2, 4, 4)), np.zeros((2, 4, 4)))
+  # No image with both classes (only a fully defective mask): evaluate omits the per-image keys.
+  full = np.zeros((2, 4, 4))
+  full[1] = 1
+  out = metrics.evaluate([0, 1], [0.0, 1.0], full, rng.random((2, 4, 4)))
+  assert "pixel_auroc_per_image" not in out and "pixel_auroc" in out
 
 
 # ----------------------------------------------------------------------------
