@@ -16,7 +16,14 @@ pixel AUROC, AUPRO@0.3, AP). Rows (``--rows``, comma-separated):
 * ``margin<m>``  : ``smcc`` with the hinge ``relu(d1 - d2 + m)`` instead of Eq. 5;
 * ``lr<x>``      : ``smcc`` with Adam step size ``x`` (paper 1e-3), e.g. ``lr1e-4``;
 * ``patchcore``  : all training patches, greedy k-center coreset (10 %, 128-d projection), 1-NN,
-  no GMM, no self-update.
+  no GMM, no self-update;
+* the readings of the paper's gaps (``smcc.Config`` switches): ``gmm_means`` / ``center_set``
+  (centres), ``conv`` / ``all`` (trainable), ``mean`` / ``sum`` (loss reduction),
+  ``batch_loss`` / ``heldout`` (which pair is kept).
+
+Entries combine with ``:``, applied left to right on ``smcc``, e.g. ``center_set:heldout:sum`` or
+``lc_only:heldout``. Every self-updated row also reports the last step's state (``<row> (last)``:
+the final backbone with the last training batch's patches re-extracted by it) beside the kept one.
 
 Per row it reports the metrics, the fit time, the inference time per image (after compilation,
 batch 16) and the memory-bank bytes (the paper's Table VII columns), and writes
@@ -77,9 +84,24 @@ flags.DEFINE_integer("timing_repeats", 1, "Timed passes over the test set (media
 flags.DEFINE_list("infer_batch_sizes", ["16"], "Batch sizes timed; the first one gives the metrics.")
 
 
+SWITCHES = {"gmm_means": ("centres", "gmm_means"), "center_set": ("centres", "center_set"),
+            "conv": ("trainable", "conv"), "all": ("trainable", "all"),
+            "mean": ("loss_reduction", "mean"), "sum": ("loss_reduction", "sum"),
+            "batch_loss": ("selection", "batch_loss"), "heldout": ("selection", "heldout")}
+
+
 def row_config(row: str, base: smcc.Config, epochs: int) -> tuple[smcc.Config, int]:
-  """The config and the self-update epochs W of one ``--rows`` entry."""
+  """The config and the self-update epochs W of one ``--rows`` entry (``:`` combines entries)."""
+  if ":" in row:
+    config, w = base, epochs
+    for part in row.split(":"):
+      c, pw = row_config(part, config, w)
+      config, w = c, min(w, pw)
+    return config, w
   rep = dataclasses.replace
+  if row in SWITCHES:
+    field, value = SWITCHES[row]
+    return rep(base, **{field: value}), epochs
   if row == "smcc":
     return base, epochs
   if row == "lc_only":
@@ -185,8 +207,14 @@ def run_row(row: str, base: smcc.Config, train: data.ArraySplit, test: data.Arra
   infer_s = float(np.median(infer[int(FLAGS.infer_batch_sizes[0])]))
   res = metrics.evaluate(test.labels, scores, test.masks, maps)
   mem = smcc.memory_bytes(state)
+  last = None
+  if history and source != "loaded":
+    last = _last_step_metrics(config, state, train, test, history, mesh)
+  kept = [h["step"] for h in history if h["best_loss"] == history[-1]["best_loss"]]
   rec = {"row": row, "image_auroc": res["image_auroc"], "pixel_auroc": res["pixel_auroc"],
          "aupro": res["aupro"], "image_ap": res["image_ap"], "pixel_ap": res["pixel_ap"],
+         "pixel_auroc_per_image": res.get("pixel_auroc_per_image"),
+         "kept_step": kept[0] if kept else 0, "last": last,
          "fit_s": fit_s, "fit_source": source, "infer_s_per_image": infer_s,
          "infer_s_per_image_all": {str(b): t for b, t in infer.items()}, "bank_bytes": mem["bank"],
          "bank_entries": int(np.asarray(jax.device_get(state.best_bank_valid)).sum()),
@@ -202,6 +230,20 @@ def run_row(row: str, base: smcc.Config, train: data.ArraySplit, test: data.Arra
   return rec
 
 
+def _last_step_metrics(config: smcc.Config, state: smcc.SMCCState, train: data.ArraySplit,
+                       test: data.ArraySplit, history: list[dict], mesh) -> dict:
+  """Metrics of the last step's state: final backbone + last batch's patches re-extracted by it."""
+  h = history[-1]
+  batches = list(data.batches(train, FLAGS.batch_size, seed=FLAGS.seed, epoch=h["epoch"]))
+  batch = batches[(h["step"] - 1) % len(batches)]
+  x = smcc.extract_patches(config, state, [batch], desc="last-step bank")
+  last = replicate(smcc.with_bank(config, state.replace(best_params=state.params), x), mesh)
+  sc, mp = predict_dataset(smcc, config, last, test.images, batch_size=FLAGS.batch_size, mesh=mesh)
+  res = metrics.evaluate(test.labels, sc, test.masks, mp)
+  return {k: res.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap",
+                                  "pixel_auroc_per_image")}
+
+
 def table(records: list[dict]) -> str:
   """Markdown table of the records (percent, seconds, MiB)."""
   lines = ["| row | image AUROC | pixel AUROC | AUPRO@0.3 | image AP | pixel AP | fit s | "
@@ -212,6 +254,12 @@ def table(records: list[dict]) -> str:
                  f"{100 * r['aupro']:.1f} | {100 * r['image_ap']:.1f} | {100 * r['pixel_ap']:.1f} | "
                  f"{r['fit_s']:.0f} | {r['infer_s_per_image']:.3f} | {r['bank_entries']} | "
                  f"{r['bank_bytes'] / 2**20:.2f} | {r['total_bytes'] / 2**20:.1f} |")
+    if r.get("last"):
+      m = r["last"]
+      lines.append(f"| {r['row']} (last; kept step {r['kept_step']}/{r['steps']}) | "
+                   f"{100 * m['image_auroc']:.1f} | {100 * m['pixel_auroc']:.1f} | "
+                   f"{100 * m['aupro']:.1f} | {100 * m['image_ap']:.1f} | {100 * m['pixel_ap']:.1f} "
+                   "| | | | | |")
   return "\n".join(lines)
 
 

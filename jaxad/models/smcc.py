@@ -7,7 +7,8 @@ Method (Liu et al., IEEE TIM 2023, Algorithm 1):
    :mod:`jaxad.models.patch_features`), one vector per grid position.
 2. **Centre set** (Sec. III-B, Algorithm 2): sensitivity coreset of ``coreset_rate * N`` training
    patches (:func:`jaxad.cluster.sensitivity_coreset`), weighted GMM-EM with ``gmm_k`` components
-   (:func:`jaxad.cluster.gmm_em`); the centres ``C`` are the GMM means.
+   (:func:`jaxad.cluster.gmm_em`); the centres ``C`` are the GMM means (``centres="gmm_means"``)
+   or the coreset points themselves (``centres="center_set"``, Algorithm 2's set S).
 3. **Self-updated memory bank** (Sec. III-C): for W epochs (the engine's ``epochs``) over batches
    of ``batch_size`` images (the engine's global batch), minimise ``L_c + L_o`` w.r.t. the
    backbone (Adam, coupled weight decay):
@@ -15,9 +16,11 @@ Method (Liu et al., IEEE TIM 2023, Algorithm 1):
        L_c = mean_i min_n D(P_i, C_n)                          (Eq. 4)
        L_o = mean_i D(P_i, C_(1)) - D(P_i, C_(2))              (Eq. 5; nearest minus 2nd nearest)
 
-   with ``D`` the Euclidean distance and ``i`` over the valid patches of the batch. The memory bank
-   holds the patches of the latest batch (``batch_size * h * w`` vectors: its size does not depend
-   on the number of training images); the backbone + bank of the step with the lowest loss are kept.
+   with ``D`` the Euclidean distance and ``i`` over the valid patches of the batch (the paper's
+   sums with ``loss_reduction="sum"``). The memory bank holds the patches of the latest batch
+   (``batch_size * h * w`` vectors: its size does not depend on the number of training images);
+   the backbone + bank of the step with the lowest selection score are kept (its own batch loss,
+   or with ``selection="heldout"`` the loss on one fixed batch of training images).
 4. **Scoring** (Sec. III-D, Eqs. 7-8): patch score = mean Euclidean distance to the ``knn_k``
    nearest bank entries; image score = max over patches; map = bilinear upsampling to the image
    size + Gaussian smoothing (``sigma``).
@@ -58,12 +61,15 @@ from jaxad.progress import Progress, log
 
 __all__ = ["NAME", "Config", "SMCCState", "init", "train_step", "prepare", "predict", "patch_features",
            "extract_patches", "with_bank", "memory_bytes", "grid_size", "feature_dim",
-           "center_losses"]
+           "center_losses", "centre_slots", "CENTRES", "SELECTIONS"]
 
 NAME = "smcc"
 PyTree = Any
 _HI = jax.lax.Precision.HIGHEST
 _KNN_BLOCK = 2048
+_QUERY_BLOCK = 1024
+CENTRES = ("gmm_means", "center_set")
+SELECTIONS = ("batch_loss", "heldout")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +94,23 @@ class Config:
     gmm_max_iter: EM iterations.
     learning_rate: Adam step size (paper: 1e-3).
     weight_decay: L2 added to the gradient, PyTorch ``Adam(weight_decay=...)`` (paper: 5e-4).
-    trainable: ``"conv"`` (convolution kernels only; BN affine and classifier frozen) or ``"all"``.
+    trainable: ``"conv"`` (convolution kernels only; BN affine and classifier frozen) or ``"all"``
+      (every parameter, BN affine included: the paper's "the pretrained parameters are also updated
+      after each iteration"). BN running statistics stay frozen either way: the bank and the test
+      patches must come from one fixed normalisation (batch statistics of 16 images would change
+      every patch with its batch-mates), and sharded runs must equal single-device runs.
+    centres: what ``L_c``/``L_o`` pull towards. ``"gmm_means"``: the ``gmm_k`` means of the weighted
+      GMM fitted on the coreset. ``"center_set"``: the coreset points themselves (Algorithm 2's
+      centre set S, ``coreset_rate * N`` points; the paper: the sampling rate "determines how many
+      centers are there in the update process"); no GMM is fitted, the coreset weights are not used
+      by the losses, and the nearest / second-nearest search is blocked (exact, memory-bounded).
+    loss_reduction: ``"mean"`` over the valid patches of the batch or ``"sum"`` (Eqs. 4-5 as
+      written; changes the loss scale relative to the coupled weight decay, not Adam's step size).
+    selection: which (backbone, bank) pair is kept. ``"batch_loss"``: the step whose own batch loss
+      is lowest (compares different batches). ``"heldout"``: the step whose pre-update backbone has
+      the lowest ``L_c (+ L_o)`` on one fixed batch of training images (stored in the state by
+      :func:`prepare`: the last full batch in file order; the engine also trains on those images,
+      so they are fixed, not unseen).
     use_lo: add ``L_o`` to ``L_c`` (False: the "L_c only" ablation).
     lo_margin: ``None`` = Eq. 5 as written; a float ``m`` uses ``relu(d1 - d2 + m)`` instead.
     knn_k: K nearest bank entries averaged for a patch score (paper: "K", value not given).
@@ -112,6 +134,9 @@ class Config:
   learning_rate: float = 1e-3
   weight_decay: float = 5e-4
   trainable: str = "conv"
+  centres: str = "gmm_means"
+  loss_reduction: str = "mean"
+  selection: str = "batch_loss"
   use_lo: bool = True
   lo_margin: float | None = None
   knn_k: int = 3
@@ -147,6 +172,10 @@ class Config:
       raise ValueError(f"gmm_covariance: expected 'diag' or 'full', got {self.gmm_covariance!r}")
     if self.trainable not in ("conv", "all"):
       raise ValueError(f"trainable: expected 'conv' or 'all', got {self.trainable!r}")
+    for name, allowed in (("centres", CENTRES), ("loss_reduction", ("mean", "sum")),
+                          ("selection", SELECTIONS)):
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
     if not self.learning_rate > 0 or not self.weight_decay >= 0:
       raise ValueError(f"learning_rate must be > 0 and weight_decay >= 0, got "
                        f"{self.learning_rate!r}, {self.weight_decay!r}")
@@ -164,15 +193,20 @@ class SMCCState(struct.PyTreeNode):
     key: the run's base PRNG key (typed).
     params, batch_stats: backbone variables being self-updated (``batch_stats`` stay frozen).
     opt_state: optax state of the self-update optimiser.
-    centres: ``[gmm_k, D]`` GMM means (zeros until :func:`prepare`).
+    centres: ``[C, D]`` centres (zeros until :func:`prepare`): the ``gmm_k`` GMM means, or the
+      centre set padded to a capacity fixed by the run (``centres="center_set"``).
+    centres_valid: ``[C]`` bool, False for padding rows of the centre set.
     bank: ``[S, D]`` memory bank of the latest step, ``S = batch_size * h * w`` rounded up to the
       kNN block.
     bank_valid: ``[S]`` bool, False for empty slots (padding rows, rounding).
     best_params: backbone params of the lowest-loss step (the params that produced its patches);
       :func:`predict` uses them.
     best_bank, best_bank_valid: that step's patches; :func:`predict` scores against them.
-    best_loss: float32 scalar, the lowest ``L_c (+ L_o)`` seen (``inf`` before the first step).
+    best_loss: float32 scalar, the lowest selection score seen (``inf`` before the first step):
+      the batch loss, or the held-out loss with ``selection="heldout"``.
     projection: ``[D_raw, D]`` fixed projection or ``None``.
+    holdout: ``[batch_size, H, W, C]`` fixed training images scoring the candidates
+      (``selection="heldout"``; zeros until :func:`prepare`) or ``None``.
   """
   step: jax.Array
   key: jax.Array
@@ -180,6 +214,7 @@ class SMCCState(struct.PyTreeNode):
   batch_stats: PyTree
   opt_state: optax.OptState
   centres: jax.Array
+  centres_valid: jax.Array
   bank: jax.Array
   bank_valid: jax.Array
   best_params: PyTree
@@ -187,6 +222,7 @@ class SMCCState(struct.PyTreeNode):
   best_bank_valid: jax.Array
   best_loss: jax.Array
   projection: jax.Array | None
+  holdout: jax.Array | None = None
 
 
 # ----------------------------------------------------------------------------- features
@@ -241,8 +277,21 @@ def _sq_dists(x: jax.Array, c: jax.Array) -> jax.Array:
   return jnp.maximum(xx - 2.0 * jnp.matmul(x, c.T, precision=_HI) + cc[None], 0.0)
 
 
+def _nearest_two(patches: jax.Array, centres: jax.Array, centres_valid: jax.Array,
+                 block: int) -> jax.Array:
+  """``[N, 2]`` indices of the nearest and second-nearest valid centres (blocked, no gradient)."""
+  n = patches.shape[0]
+  qb = _QUERY_BLOCK if n > _QUERY_BLOCK else -(-n // 8) * 8
+  q = jnp.pad(jax.lax.stop_gradient(patches), ((0, -(-n // qb) * qb - n), (0, 0)))
+  _, idx = knn_core(q, jax.lax.stop_gradient(centres), centres_valid, k=2, block=block,
+                    query_block=qb)
+  return idx[:n]
+
+
 def center_losses(patches: jax.Array, centres: jax.Array, weights: jax.Array, *,
-                  lo_margin: float | None = None, eps: float = 1e-8) -> tuple[jax.Array, jax.Array]:
+                  lo_margin: float | None = None, eps: float = 1e-8,
+                  centres_valid: jax.Array | None = None,
+                  block: int | None = None) -> tuple[jax.Array, jax.Array]:
   """SMCC's centre losses ``(L_c, L_o)`` as weighted means over patches.
 
   Args:
@@ -251,6 +300,11 @@ def center_losses(patches: jax.Array, centres: jax.Array, weights: jax.Array, *,
     weights: ``[N]`` float, 1 for valid patches, 0 for padding.
     lo_margin: ``None`` -> ``d1 - d2`` (Eq. 5); a float ``m`` -> ``relu(d1 - d2 + m)``.
     eps: added inside the square root (finite gradients at zero distance).
+    centres_valid: optional ``[k]`` bool, False for padding centres (ignored).
+    block: ``None`` = one ``[N, k]`` distance matrix; an int = blocked exact search of the two
+      nearest centres over blocks of ``block`` centres (``k % block == 0``, at least two valid
+      centres), then the two distances recomputed as differences (memory ``O(N + block)`` per
+      query block; gradients flow to ``patches`` only).
 
   Returns:
     ``L_c = sum_i w_i d1_i / sum_i w_i`` and ``L_o = sum_i w_i (d1_i - d2_i) / sum_i w_i`` with
@@ -259,8 +313,17 @@ def center_losses(patches: jax.Array, centres: jax.Array, weights: jax.Array, *,
   References:
     SMCC Eqs. (4)-(6).
   """
-  d = jnp.sqrt(_sq_dists(patches, centres) + eps)
   denom = jnp.maximum(jnp.sum(weights), 1.0)
+  if block is not None:
+    valid = jnp.ones(centres.shape[0], bool) if centres_valid is None else centres_valid
+    idx = _nearest_two(patches, centres, valid, block)
+    dist = lambda j: jnp.sqrt(jnp.sum(jnp.square(patches - centres[idx[:, j]]), axis=1) + eps)
+    d1, d2 = dist(0), dist(1)
+    lo = d1 - d2 if lo_margin is None else jax.nn.relu(d1 - d2 + lo_margin)
+    return jnp.sum(weights * d1) / denom, jnp.sum(weights * lo) / denom
+  d = jnp.sqrt(_sq_dists(patches, centres) + eps)
+  if centres_valid is not None:
+    d = jnp.where(centres_valid[None], d, jnp.inf)
   if centres.shape[0] == 1:
     d1 = d[:, 0]
     return jnp.sum(weights * d1) / denom, jnp.zeros((), jnp.float32)
@@ -296,6 +359,17 @@ def _patch_valid(valid: jax.Array, grid: tuple[int, int]) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- interface
+
+
+def centre_slots(config: Config, run: Run) -> tuple[int, int | None]:
+  """``(rows, block)`` of ``state.centres``: ``(gmm_k, None)``, or for the centre set a capacity
+  for ``coreset_rate`` of at most ``(steps_per_epoch + 1) * batch_size`` training images' patches
+  (the engine drops the remainder, so fewer images than that) and the search block."""
+  if config.centres == "gmm_means":
+    return config.gmm_k, None
+  h, w = grid_size(config)
+  n_max = (max(run.steps_per_epoch, 1) + 1) * run.batch_size * h * w
+  return _bank_layout(max(config.gmm_k, 2, int(round(config.coreset_rate * n_max))))
 
 
 def _optimizer(config: Config) -> optax.GradientTransformation:
@@ -356,14 +430,20 @@ def init(config: Config, run: Run, key: jax.Array, example_batch: Mapping[str, A
   h, w = grid_size(config)
   slots, _ = _bank_layout(run.batch_size * h * w)
   params = variables["params"]
+  n_centres, _ = centre_slots(config, run)
+  holdout = None
+  if config.selection == "heldout":
+    holdout = jnp.zeros((run.batch_size, config.image_size, config.image_size, config.channels),
+                        jnp.float32)
   bank = jnp.zeros((slots, d), jnp.float32)
   valid = jnp.zeros((slots,), bool)
   return SMCCState(step=jnp.zeros((), jnp.int32), key=jax.random.fold_in(key, 1), params=params,
                    batch_stats=variables.get("batch_stats", {}),
                    opt_state=_optimizer(config).init(params),
-                   centres=jnp.zeros((config.gmm_k, d), jnp.float32), bank=bank, bank_valid=valid,
+                   centres=jnp.zeros((n_centres, d), jnp.float32),
+                   centres_valid=jnp.zeros((n_centres,), bool), bank=bank, bank_valid=valid,
                    best_params=params, best_bank=bank, best_bank_valid=valid,
-                   best_loss=jnp.asarray(jnp.inf, jnp.float32), projection=proj)
+                   best_loss=jnp.asarray(jnp.inf, jnp.float32), projection=proj, holdout=holdout)
 
 
 def _variables(state: SMCCState, params: PyTree) -> dict[str, PyTree]:
@@ -375,8 +455,10 @@ def train_step(config: Config, run: Run, state: SMCCState, batch: Mapping[str, j
   """One self-update step on a global batch: minimise ``L_c (+ L_o)`` w.r.t. the backbone.
 
   The memory bank becomes this batch's patches (computed with the parameters *before* the update);
-  if the batch is full (``run.batch_size`` valid images) and its loss is the lowest so far, those
-  parameters and patches become the best pair.
+  if the batch is full (``run.batch_size`` valid images) and its selection score (the batch loss,
+  or with ``selection="heldout"`` the loss of those parameters on ``state.holdout``) is the lowest
+  so far, those parameters and patches become the best pair. ``loss_reduction="sum"`` sums the
+  losses over the valid patches instead of averaging them.
 
   Args:
     config: :class:`Config` (static).
@@ -386,7 +468,8 @@ def train_step(config: Config, run: Run, state: SMCCState, batch: Mapping[str, j
     key: unused (the step is deterministic); kept for the common protocol.
 
   Returns:
-    ``(state, metrics)`` with float32 scalars ``loss``, ``l_c``, ``l_o``, ``best_loss``.
+    ``(state, metrics)`` with float32 scalars ``loss``, ``l_c``, ``l_o``, ``score`` (the selection
+    score of this step's pair) and ``best_loss``.
 
   References:
     SMCC Sec. III-C, Eqs. (4)-(6).
@@ -401,30 +484,44 @@ def train_step(config: Config, run: Run, state: SMCCState, batch: Mapping[str, j
   grid = grid_size(config)
   pvalid = _patch_valid(valid, grid)
   weights = pvalid.astype(jnp.float32)
+  _, block = centre_slots(config, run)
+
+  def losses(feats, w):
+    flat = feats.reshape(-1, feats.shape[-1])
+    lc, lo = center_losses(flat, state.centres, w, lo_margin=config.lo_margin,
+                           centres_valid=state.centres_valid, block=block)
+    if config.loss_reduction == "sum":
+      lc, lo = lc * jnp.sum(w), lo * jnp.sum(w)
+    return (lc + lo if config.use_lo else lc), flat, lc, lo
 
   def loss_fn(params):
     feats = patch_features(config, _variables(state, params), state.projection, images, train=True)
-    flat = feats.reshape(-1, feats.shape[-1])
-    lc, lo = center_losses(flat, state.centres, weights, lo_margin=config.lo_margin)
-    loss = lc + lo if config.use_lo else lc
+    loss, flat, lc, lo = losses(feats, weights)
     return loss, (flat, lc, lo)
 
   (loss, (flat, lc, lo)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  if config.selection == "heldout":
+    hf = patch_features(config, _variables(state, state.params), state.projection, state.holdout)
+    score = losses(hf, jnp.ones((hf.shape[0] * hf.shape[1] * hf.shape[2],), jnp.float32))[0]
+    score = jax.lax.stop_gradient(score)
+  else:
+    score = loss
   updates, opt_state = _optimizer(config).update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   bank, bank_valid = _pack(jax.lax.stop_gradient(flat), pvalid, state.bank.shape[0])
   # Only a full batch can become the bank: its size stays batch_size * h * w (a padded remainder
   # batch of one image would otherwise win with a small, unrepresentative bank).
   full = jnp.logical_and(jnp.all(valid), b == run.batch_size)
-  better = jnp.logical_and(loss < state.best_loss, full)
+  better = jnp.logical_and(score < state.best_loss, full)
   pick = lambda new, old: jnp.where(better, new, old)
   new_state = state.replace(
       step=state.step + 1, params=params, opt_state=opt_state, bank=bank, bank_valid=bank_valid,
       best_params=jax.tree.map(pick, state.params, state.best_params),
       best_bank=pick(bank, state.best_bank), best_bank_valid=pick(bank_valid, state.best_bank_valid),
-      best_loss=jnp.where(better, loss, state.best_loss))
+      best_loss=jnp.where(better, score, state.best_loss))
   metrics = {"loss": loss.astype(jnp.float32), "l_c": lc.astype(jnp.float32),
-             "l_o": lo.astype(jnp.float32), "best_loss": new_state.best_loss}
+             "l_o": lo.astype(jnp.float32), "score": score.astype(jnp.float32),
+             "best_loss": new_state.best_loss}
   return new_state, metrics
 
 
@@ -508,13 +605,16 @@ def extract_patches(config: Config, state: SMCCState, batches: Iterable[Mapping[
 
 
 def _centres(key: jax.Array, x: np.ndarray, config: Config) -> jax.Array:
-  """Sensitivity coreset (rate ``coreset_rate``) + weighted GMM-EM; returns the GMM means."""
+  """Sensitivity coreset (rate ``coreset_rate``) + weighted GMM-EM; returns the GMM means
+  (``centres="gmm_means"``) or the coreset points (``"center_set"``, no GMM)."""
   k_cs, k_gmm = jax.random.split(key)
   n = x.shape[0]
   if n < config.gmm_k:
     raise ValueError(f"batches: {n} training patches, fewer than gmm_k={config.gmm_k}")
   m = max(config.gmm_k, int(round(config.coreset_rate * n)))
   cs = cluster.sensitivity_coreset(k_cs, x, m, config.gmm_k)
+  if config.centres == "center_set":
+    return jnp.asarray(x)[cs.indices]
   res = cluster.gmm_em(k_gmm, jnp.asarray(x)[cs.indices], config.gmm_k, weights=cs.weights,
                        covariance=config.gmm_covariance, reg_covar=config.gmm_reg_covar,
                        max_iter=config.gmm_max_iter)
@@ -539,9 +639,9 @@ def prepare(config: Config, run: Run, key: jax.Array, state: SMCCState,
   References:
     SMCC Algorithm 1 (feature extraction, GMM cluster), Algorithm 2 (centre set).
   """
-  del run
   t0 = time.perf_counter()
   first: dict[str, Any] | None = None
+  last_full = None
   parts = []
   with Progress(desc="smcc features", unit="batch") as bar:
     for i, batch in enumerate(batches()):
@@ -551,18 +651,31 @@ def prepare(config: Config, run: Run, key: jax.Array, state: SMCCState,
       if first is None:
         first = {"feats": f, "valid": np.ones(f.shape[0], bool) if valid is None else valid}
       parts.append(f if valid is None else f[valid])
+      if f.shape[0] == run.batch_size and (valid is None or valid.all()):
+        last_full = batch["image"]
       bar.update(1)
   if first is None:
     raise ValueError("batches: no batches given")
   x = np.concatenate([p.reshape(-1, p.shape[-1]) for p in parts])
   centres = _centres(key, x, config)
   log("smcc: %d training patches of dim %d, %d centres, %.1fs", x.shape[0], x.shape[1],
-      config.gmm_k, time.perf_counter() - t0)
+      centres.shape[0], time.perf_counter() - t0)
+  n_slots = state.centres.shape[0]
+  if centres.shape[0] > n_slots:
+    raise ValueError(f"prepare: {centres.shape[0]} centres do not fit in the {n_slots} slots sized "
+                     f"from run (steps_per_epoch={run.steps_per_epoch}, batch_size={run.batch_size})")
+  centres, centres_valid = _pack(centres, jnp.ones((centres.shape[0],), bool), n_slots)
+  holdout = state.holdout
+  if holdout is not None:
+    if last_full is None:
+      raise ValueError(f"prepare: selection='heldout' needs one full batch of {run.batch_size} images")
+    holdout = jnp.asarray(np.asarray(last_full), jnp.float32)
   pvalid = np.repeat(first["valid"], int(np.prod(grid_size(config))))
   flat = first["feats"].reshape(-1, first["feats"].shape[-1])
   bank, bank_valid = _pack(jnp.asarray(flat), jnp.asarray(pvalid), state.bank.shape[0])
-  return state.replace(centres=jnp.asarray(centres), bank=bank, bank_valid=bank_valid,
-                       best_bank=bank, best_bank_valid=bank_valid, best_params=state.params)
+  return state.replace(centres=centres, centres_valid=centres_valid, bank=bank,
+                       bank_valid=bank_valid, best_bank=bank, best_bank_valid=bank_valid,
+                       best_params=state.params, holdout=holdout)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import run_jax_subprocess
-from jaxad import data
+from jaxad import cluster, data
 from jaxad.models import patch_features as pf
 from jaxad.models import smcc
 from jaxad.models.protocol import Run
@@ -144,11 +144,51 @@ def test_fit_and_predict_shapes(fitted, initial):
   scores, maps = _predict(state, jnp.asarray(images[:4]))
   assert scores.shape == (4,) and maps.shape == (4, 32, 32)
   assert np.all(np.isfinite(maps)) and float(maps.min()) >= 0
-  # Centres = GMM means of pretrained-backbone patches: inside the per-dimension range of those.
+  assert len({tuple(np.round(r, 4)) for r in np.asarray(state.centres)}) == config.gmm_k
+
+
+def _numpy_weighted_em(x, w, means, cov, mix, reg, iters, tol=1e-3):
+  """Independent float64 weighted diagonal-GMM EM (stops like gmm_em: mean log-lik change < tol)."""
+  x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+  means, cov, mix = (np.asarray(a, np.float64) for a in (means, cov, mix))
+  prev = -np.inf
+  for _ in range(iters):
+    lp = (-0.5 * (((x[:, None] - means[None]) ** 2) / cov[None]).sum(-1)
+          - 0.5 * np.log(2 * np.pi * cov).sum(-1)[None] + np.log(mix)[None])
+    top = lp.max(1, keepdims=True)
+    norm = top[:, 0] + np.log(np.exp(lp - top).sum(1))
+    ll = (w * norm).sum() / w.sum()
+    if abs(ll - prev) < tol:
+      break
+    prev = ll
+    r = np.exp(lp - norm[:, None]) * w[:, None]
+    nk = r.sum(0)
+    means = r.T @ x / nk[:, None]
+    cov = (r[:, :, None] * (x[:, None] - means[None]) ** 2).sum(0) / nk[:, None] + reg
+    mix = nk / nk.sum()
+  return means
+
+
+def test_centres_are_the_weighted_gmm_of_the_coreset(fitted, initial):
+  # prepare's centres = an independent (NumPy) weighted EM on the sensitivity coreset from the
+  # same start (jaxad's first EM iteration from the same keys). Dropping the coreset weights moves
+  # the means by far more than the tolerance (asserted, so the comparison can tell).
+  config, images, state, _ = fitted
   x = smcc.extract_patches(config, initial, _batches(images, 4))
-  c = np.asarray(state.centres)
-  assert np.all(c <= x.max(0) + 1e-4) and np.all(c >= x.min(0) - 1e-4)
-  assert len({tuple(np.round(r, 4)) for r in c}) == config.gmm_k  # distinct centres
+  k_cs, k_gmm = jax.random.split(rng.stream(1, rng.PREPARE))
+  m = max(config.gmm_k, int(round(config.coreset_rate * x.shape[0])))
+  cs = cluster.sensitivity_coreset(k_cs, x, m, config.gmm_k, verbose=False)
+  pts, w = x[np.asarray(cs.indices)], np.asarray(cs.weights)
+  assert np.ptp(w) > 0.1 * w.mean()  # the weights differ, so they can matter
+  start = cluster.gmm_em(k_gmm, pts, config.gmm_k, weights=w, covariance="diag",
+                         reg_covar=config.gmm_reg_covar, max_iter=1, verbose=False).params
+  want = _numpy_weighted_em(pts, w, *start, config.gmm_reg_covar, config.gmm_max_iter - 1)
+  unweighted = _numpy_weighted_em(pts, np.ones_like(w), *start, config.gmm_reg_covar,
+                                  config.gmm_max_iter - 1)
+  got = np.asarray(state.centres)
+  scale = np.abs(want).max()
+  np.testing.assert_allclose(got, want, atol=1e-5 * scale)  # float32 EM vs float64 (seen: 2e-7)
+  assert np.abs(unweighted - want).max() > 5e-3 * scale  # seen: 1.3e-2
 
 
 def test_patch_scores_match_brute_force_knn(fitted):
@@ -312,3 +352,93 @@ def test_sharded_equals_single_device():
     print("OK", out[1][3])
   """
   assert "OK" in run_jax_subprocess(code, devices=4)
+
+
+# ----------------------------------------------------------------------------- paper readings
+
+
+@pytest.mark.parametrize("margin", [None, 0.3])
+def test_blocked_center_losses_match_dense(margin):
+  rng = np.random.default_rng(4)
+  p = rng.normal(size=(300, 5)).astype(np.float32)
+  c = rng.normal(size=(40, 5)).astype(np.float32)
+  valid = np.arange(48) < 40  # 8 padding rows (zeros: nearest to many patches if not ignored)
+  cp = np.pad(c, ((0, 8), (0, 0)))
+  w = (rng.random(300) > 0.1).astype(np.float32)
+  want = smcc.center_losses(jnp.asarray(p), jnp.asarray(c), jnp.asarray(w), lo_margin=margin)
+  got = smcc.center_losses(jnp.asarray(p), jnp.asarray(cp), jnp.asarray(w), lo_margin=margin,
+                           centres_valid=jnp.asarray(valid), block=16)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  dense_padded = smcc.center_losses(jnp.asarray(p), jnp.asarray(cp), jnp.asarray(w),
+                                    lo_margin=margin, centres_valid=jnp.asarray(valid))
+  np.testing.assert_allclose(dense_padded, want, rtol=1e-5, atol=1e-6)
+  # Gradients reach the patches through the recomputed distances.
+  g = jax.grad(lambda x: sum(smcc.center_losses(x, jnp.asarray(cp), jnp.asarray(w),
+                                                centres_valid=jnp.asarray(valid), block=16)))(
+      jnp.asarray(p))
+  g_ref = jax.grad(lambda x: sum(smcc.center_losses(x, jnp.asarray(c), jnp.asarray(w))))(
+      jnp.asarray(p))
+  np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-6)
+
+
+# One fit with every non-default reading (one compilation): centre set, all parameters, summed
+# losses, held-out selection; each property is checked against an independent computation.
+READINGS = smcc.Config(**TINY, centres="center_set", trainable="all", loss_reduction="sum",
+                       selection="heldout")
+
+
+@pytest.fixture(scope="module")
+def readings(fitted, initial):
+  _, images, _, _ = fitted
+  result = loop.fit("smcc", READINGS, images, seed=1, epochs=2, batch_size=4, show_progress=False)
+  x = smcc.extract_patches(READINGS, initial, _batches(images, 4))
+  return images, result.state, result.history, x
+
+
+def _np_losses(patches, centres):
+  d = np.sort(np.linalg.norm(patches[:, None].astype(np.float64) - centres[None], axis=-1), axis=1)
+  return d[:, 0].sum(), (d[:, 0] - d[:, 1]).sum()
+
+
+def test_center_set_reading_uses_the_coreset_points(readings, initial):
+  images, state, history, x = readings
+  k_cs, _ = jax.random.split(rng.stream(1, rng.PREPARE))
+  m = max(READINGS.gmm_k, int(round(READINGS.coreset_rate * x.shape[0])))
+  cs = cluster.sensitivity_coreset(k_cs, x, m, READINGS.gmm_k, verbose=False)
+  valid = np.asarray(state.centres_valid)
+  assert valid.sum() == m and state.centres.shape[0] >= m
+  np.testing.assert_array_equal(np.asarray(state.centres)[valid], x[np.asarray(cs.indices)])
+  # Step 1 ran the pretrained backbone on the epoch-0 first batch: its summed losses over all
+  # centre-set points, from NumPy.
+  batch = next(iter(data.batches(data.as_split(images), 4, seed=1, epoch=0)))
+  p = smcc.extract_patches(READINGS, state.replace(params=initial.params), [batch])
+  lc, lo = _np_losses(p, x[np.asarray(cs.indices)])
+  np.testing.assert_allclose([history[0]["l_c"], history[0]["l_o"]], [lc, lo], rtol=1e-4)
+  np.testing.assert_allclose(history[0]["loss"], lc + lo, rtol=1e-4)
+
+
+def test_heldout_selection_scores_a_fixed_batch(readings):
+  images, state, history, _ = readings
+  np.testing.assert_array_equal(state.holdout, images[4:8])  # last full batch in file order
+  scores = [h["score"] for h in history]
+  assert float(state.best_loss) == min(scores)
+  assert scores != [h["loss"] for h in history]  # not the batch loss
+  # The kept score is the kept backbone's summed loss on the held-out batch.
+  p = smcc.extract_patches(READINGS, state.replace(params=state.best_params),
+                           _batches(images[4:8], 4))
+  c = np.asarray(state.centres)[np.asarray(state.centres_valid)]
+  lc, lo = _np_losses(p, c)
+  np.testing.assert_allclose(float(state.best_loss), lc + lo, rtol=1e-4)
+
+
+def test_trainable_all_updates_bn_affine_not_statistics(readings, initial):
+  _, state, _, _ = readings
+  assert not np.array_equal(initial.params["bn1"]["scale"], state.params["bn1"]["scale"])
+  for a, b in zip(jax.tree.leaves(initial.batch_stats), jax.tree.leaves(state.batch_stats)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_reading_validation():
+  for field in ("centres", "loss_reduction", "selection", "trainable"):
+    with pytest.raises(ValueError, match=field):
+      smcc.Config(**{field: "paper"})
