@@ -99,7 +99,7 @@ def test_fuse_layers_resizes_concatenates_projects():
   out = pf.fuse_layers(feats, ["a", "b"], (8, 8), pool=1)
   assert out.shape == (2, 8, 8, 8)
   np.testing.assert_array_equal(out[..., :3], feats["a"])  # already on the grid: untouched
-  up = torch.nn.functional.interpolate(torch.from_numpy(np.asarray(feats["b"])).permute(0, 3, 1, 2),
+  up = torch.nn.functional.interpolate(torch.from_numpy(np.array(feats["b"])).permute(0, 3, 1, 2),
                                        size=(8, 8), mode="bilinear", align_corners=False)
   np.testing.assert_allclose(out[..., 3:], up.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-5)
   proj = pf.projection_matrix(jax.random.key(0), "random", 8, 4)
