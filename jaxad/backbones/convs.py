@@ -101,12 +101,11 @@ def _out_size(n: int, lo: int, hi: int, k: int, s: int) -> int:
   return (n + lo + hi - k) // s + 1
 
 
-def _tap(xp: jax.Array, dy: int, dx: int, s: int, ho: int, wo: int, b0: int = 0,
-         bs: int = 1) -> jax.Array:
-  """``xp[b0::bs, dy + s i, dx + s j, :]`` for ``i < ho``, ``j < wo``."""
-  return lax.slice(xp, (b0, dy, dx, 0),
+def _tap(xp: jax.Array, dy: int, dx: int, s: int, ho: int, wo: int) -> jax.Array:
+  """``xp[:, dy + s i, dx + s j, :]`` for ``i < ho``, ``j < wo``."""
+  return lax.slice(xp, (0, dy, dx, 0),
                    (xp.shape[0], dy + s * (ho - 1) + 1, dx + s * (wo - 1) + 1, xp.shape[3]),
-                   (bs, s, s, 1))
+                   (1, s, s, 1))
 
 
 def _shifted_sum(xp: jax.Array, kernel: jax.Array, s: int, ho: int, wo: int) -> jax.Array:
@@ -121,8 +120,14 @@ def _shifted_sum(xp: jax.Array, kernel: jax.Array, s: int, ho: int, wo: int) -> 
 
 
 def _batch_groups(b: int, limit: int = 4) -> int:
-  """Largest divisor of ``b`` that is at most ``limit`` (rows summed elementwise per tap)."""
-  return max(d for d in range(1, min(b, limit) + 1) if b % d == 0)
+  """Images summed elementwise per tap in the kernel gradient: consecutive groups of this size.
+
+  The largest divisor of the per-device batch (``b / device_count`` when divisible, so that a
+  batch-sharded group never spans two devices) that is at most ``limit``.
+  """
+  devices = jax.device_count()
+  local = b // devices if b % devices == 0 else 1
+  return max(d for d in range(1, min(local, limit) + 1) if local % d == 0)
 
 
 def _depthwise_fwd(x, kernel, stride, pads):
@@ -155,13 +160,14 @@ def _depthwise_bwd(stride, pads, res, g):
   # its slices in place), then one reduction of all taps over the [B / G, Ho, Wo] positions
   # (reducing each tap separately lets XLA fuse the sum into a reduction loop, ~10x slower).
   groups = _batch_groups(n)
-  g_groups = [lax.slice(g, (i, 0, 0, 0), g.shape, (groups, 1, 1, 1)) for i in range(groups)]
+  x_groups = [xp.reshape(n // groups, groups, hp, wp, c)[:, i] for i in range(groups)]
+  g_groups = [g.reshape(n // groups, groups, ho, wo, c)[:, i] for i in range(groups)]
   taps = []
   for dy in range(k):
     for dx_ in range(k):
       acc = None
-      for i, gi in enumerate(g_groups):
-        term = _tap(xp, dy, dx_, s, ho, wo, i, groups) * gi
+      for xi, gi in zip(x_groups, g_groups):
+        term = _tap(xi, dy, dx_, s, ho, wo) * gi
         acc = term if acc is None else acc + term
       taps.append(acc)
   dk = jnp.sum(jnp.stack(taps, axis=3), axis=(0, 1, 2)).reshape(k, k, 1, c)
