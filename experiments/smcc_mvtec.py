@@ -63,7 +63,13 @@ from jaxad.train.mesh import make_mesh, replicate
 from jaxad.train.predict import predict_dataset
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", None, "MVTec AD root (category folders).", required=True)
+flags.DEFINE_string("data_dir", None, "MVTec AD root (category folders); unused with --dataset=elpv.")
+flags.DEFINE_enum("dataset", "mvtec", ["mvtec", "elpv"], "mvtec (--category) or ELPV (the installed "
+                  "package's cells, image metrics only; demo.py's split: --elpv_train normal "
+                  "training cells, --elpv_test balanced test cells, one cell type).")
+flags.DEFINE_integer("elpv_train", 256, "ELPV: normal training cells (multiple of --batch_size).")
+flags.DEFINE_integer("elpv_test", 360, "ELPV: test cells, half normal and half defective.")
+flags.DEFINE_string("elpv_cell_type", "poly", "ELPV cell type (poly, mono).")
 flags.DEFINE_string("category", "bottle", "MVTec AD category.")
 flags.DEFINE_string("backbone", "mobilenet_v2", "Backbone name (jaxad.backbones.NAMES).")
 flags.DEFINE_list("layers", ["stride8", "stride16"], "Backbone layers fused.")
@@ -205,14 +211,16 @@ def run_row(row: str, base: smcc.Config, train: data.ArraySplit, test: data.Arra
         scores, maps = sc, mp
     infer[ibs] = times
   infer_s = float(np.median(infer[int(FLAGS.infer_batch_sizes[0])]))
-  res = metrics.evaluate(test.labels, scores, test.masks, maps)
+  res = metrics.evaluate(test.labels, scores, *_pixel(test, maps))
   mem = smcc.memory_bytes(state)
   last = None
   if history and source != "loaded":
     last = _last_step_metrics(config, state, train, test, history, mesh)
   kept = [h["step"] for h in history if h["best_loss"] == history[-1]["best_loss"]]
-  rec = {"row": row, "image_auroc": res["image_auroc"], "pixel_auroc": res["pixel_auroc"],
-         "aupro": res["aupro"], "image_ap": res["image_ap"], "pixel_ap": res["pixel_ap"],
+  nan = float("nan")
+  rec = {"row": row, "image_auroc": res["image_auroc"], "pixel_auroc": res.get("pixel_auroc", nan),
+         "aupro": res.get("aupro", nan), "image_ap": res["image_ap"],
+         "pixel_ap": res.get("pixel_ap", nan),
          "pixel_auroc_per_image": res.get("pixel_auroc_per_image"),
          "kept_step": kept[0] if kept else 0, "last": last,
          "fit_s": fit_s, "fit_source": source, "infer_s_per_image": infer_s,
@@ -224,10 +232,37 @@ def run_row(row: str, base: smcc.Config, train: data.ArraySplit, test: data.Arra
          "config": {k: v for k, v in dataclasses.asdict(config).items()}}
   (out / f"{row}_history.json").write_text(json.dumps(history, indent=1) + "\n")
   sel = np.r_[np.flatnonzero(test.labels == 1)[::8][:6], np.flatnonzero(test.labels == 0)[:2]]
-  viz.save_panels(out / f"{row}_panels.png", test.images[sel], maps[sel], masks=test.masks[sel],
+  viz.save_panels(out / f"{row}_panels.png", test.images[sel], maps[sel],
+                  masks=test.masks[sel] if _pixel(test, maps)[0] is not None else None,
                   vmin=float(maps.min()), vmax=float(maps.max()))
   log("%s", json.dumps({k: v for k, v in rec.items() if k != "config"}))
   return rec
+
+
+def _pixel(test: data.ArraySplit, maps) -> tuple:
+  """``(masks, maps)`` for ``metrics.evaluate``, or ``(None, None)`` when the data has no masks."""
+  return (test.masks, maps) if getattr(test, "has_masks", True) else (None, None)
+
+
+def _subset(split: data.ArraySplit, idx: np.ndarray) -> data.ArraySplit:
+  idx = np.sort(idx)
+  return dataclasses.replace(split, images=split.images[idx], masks=split.masks[idx],
+                             labels=split.labels[idx], names=tuple(split.names[i] for i in idx),
+                             defect_types=tuple(split.defect_types[i] for i in idx))
+
+
+def load_elpv(cache: str | None) -> tuple[data.ArraySplit, data.ArraySplit]:
+  """demo.py's ELPV split: seeded subsets of normal training cells and balanced test cells."""
+  rng_np = np.random.default_rng(FLAGS.seed)
+  kw = dict(image_size=FLAGS.image_size, channels=3, seed=FLAGS.seed, cache_dir=cache,
+            cell_type=FLAGS.elpv_cell_type)
+  train, test = data.load_elpv("train", **kw), data.load_elpv("test", **kw)
+  n = min(FLAGS.elpv_train, len(train.images)) // FLAGS.batch_size * FLAGS.batch_size
+  train = _subset(train, rng_np.permutation(len(train.images))[:n])
+  half = FLAGS.elpv_test // 2
+  normal, anomalous = np.flatnonzero(test.labels == 0), np.flatnonzero(test.labels == 1)
+  test = _subset(test, np.r_[rng_np.permutation(normal)[:half], rng_np.permutation(anomalous)[:half]])
+  return train, test
 
 
 def _last_step_metrics(config: smcc.Config, state: smcc.SMCCState, train: data.ArraySplit,
@@ -239,8 +274,8 @@ def _last_step_metrics(config: smcc.Config, state: smcc.SMCCState, train: data.A
   x = smcc.extract_patches(config, state, [batch], desc="last-step bank")
   last = replicate(smcc.with_bank(config, state.replace(best_params=state.params), x), mesh)
   sc, mp = predict_dataset(smcc, config, last, test.images, batch_size=FLAGS.batch_size, mesh=mesh)
-  res = metrics.evaluate(test.labels, sc, test.masks, mp)
-  return {k: res.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap",
+  res = metrics.evaluate(test.labels, sc, *_pixel(test, mp))
+  return {k: res.get(k, float("nan")) for k in ("image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap",
                                   "pixel_auroc_per_image")}
 
 
@@ -269,8 +304,13 @@ def main(argv: list[str]) -> None:
   out.mkdir(parents=True, exist_ok=True)
   cache = str(out / "cache") if FLAGS.cache_dir is None else (FLAGS.cache_dir or None)
   kw = dict(image_size=FLAGS.resize, crop_size=FLAGS.image_size, cache_dir=cache)
-  train = data.load_mvtec(FLAGS.data_dir, FLAGS.category, "train", **kw)
-  test = data.load_mvtec(FLAGS.data_dir, FLAGS.category, "test", **kw)
+  if FLAGS.dataset == "elpv":
+    train, test = load_elpv(cache)
+  else:
+    if not FLAGS.data_dir:
+      raise app.UsageError("--data_dir is required with --dataset=mvtec")
+    train = data.load_mvtec(FLAGS.data_dir, FLAGS.category, "train", **kw)
+    test = data.load_mvtec(FLAGS.data_dir, FLAGS.category, "test", **kw)
   base = smcc.Config(image_size=FLAGS.image_size, backbone=FLAGS.backbone,
                      layers=tuple(FLAGS.layers), weights_path=FLAGS.weights_path,
                      knn_k=FLAGS.knn_k)
@@ -282,7 +322,8 @@ def main(argv: list[str]) -> None:
     path.write_text(json.dumps(records, indent=1, default=str) + "\n")
   md = table(records)
   (out / "table.md").write_text(md + "\n")
-  print(f"{FLAGS.category} ({FLAGS.backbone} {'+'.join(FLAGS.layers)}, {FLAGS.image_size}px, "
+  name = FLAGS.category if FLAGS.dataset == "mvtec" else f"ELPV {FLAGS.elpv_cell_type}"
+  print(f"{name} ({FLAGS.backbone} {'+'.join(FLAGS.layers)}, {FLAGS.image_size}px, "
         f"W={FLAGS.epochs}, seed {FLAGS.seed}, {jax.device_count()} device(s))")
   print(md)
 
