@@ -72,12 +72,18 @@ def test_depthwise_matches_grouped_conv(b, h, w, c, k, s, padding):
   _layer_case(convs.DepthwiseConv(k, s, padding, "unrolled"), ref, (b, h, w, c), seed=k + s + b)
 
 
-def test_pointwise_and_dense_match_conv():
+@pytest.mark.parametrize("cin", [4, 20])  # broadcast-product forward (<= 16) and matrix product
+def test_pointwise_matches_conv(cin):
   _layer_case(convs.PointwiseConv(7, "unrolled"), nn.Conv(7, (1, 1), use_bias=False),
-              (2, 5, 6, 4), seed=0)
+              (2, 5, 6, cin), seed=cin)
+
+
+@pytest.mark.parametrize("cin", [3, 4])  # 3x3x3 = 27 inputs: broadcast products; 36: im2col
+def test_dense_matches_conv(cin):
   for padding, size in ((((1, 1), (1, 1)), 9), ("SAME", 9), ("SAME", 8)):
     ref = nn.Conv(5, (3, 3), (2, 2), padding, use_bias=False)
-    _layer_case(convs.DenseConv(5, 3, 2, padding, "unrolled"), ref, (2, size, size, 3), seed=size)
+    _layer_case(convs.DenseConv(5, 3, 2, padding, "unrolled"), ref, (2, size, size, cin),
+                seed=size + cin)
 
 
 def test_native_method_is_flax_conv_exactly():
