@@ -208,7 +208,7 @@ def test_patch_scores_match_brute_force_knn(fitted):
 
 def test_best_pair_is_kept(fitted):
   config, images, state, history = fitted
-  losses = [h["loss"] for h in history]
+  losses = [h["score"] for h in history]  # the selection score (the batch loss by default)
   np.testing.assert_allclose(float(state.best_loss), min(losses), rtol=1e-6)
   # The kept bank is the best step's batch re-extracted with the kept parameters.
   best = history[int(np.argmin(losses))]
@@ -260,7 +260,7 @@ def test_padded_batch_never_becomes_the_bank(fitted):
   np.testing.assert_array_equal(s1.best_bank, s0.best_bank)
   full = dict(pad, image=images[:4], valid=np.ones(4, bool))
   s2, m = _step(s1, full)
-  assert float(s2.best_loss) == float(m["loss"])
+  assert float(s2.best_loss) == float(m["score"])
   assert int(s2.best_bank_valid.sum()) == RUN.batch_size * 64  # bank size fixed by the batch
 
 
