@@ -7,8 +7,8 @@ convolution, what ``ConvTranspose`` lowers to) and ``method="subpixel"`` (3x3 co
 ``ConvTranspose2d(k=4, s=2, p=1)`` on the CPU as the reference. The shapes are those of
 RAMFAE's three decoder blocks at the given image size and width.
 
-Usage (take the shared lock so measurements do not overlap):
-  flock /tmp/jaxad-bench.lock .venv/bin/python experiments/benchmark_upsample.py \
+Usage:
+  .venv/bin/python experiments/benchmark_upsample.py \
       --image_size=256 --batch_size=16 --base_features=64
 """
 

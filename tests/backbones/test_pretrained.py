@@ -36,7 +36,7 @@ def _square(img: np.ndarray, side: int | None = None, size: int = 224) -> np.nda
 
 def _photos() -> np.ndarray:
   # rocket(): a 640x427 launch-pad scene where the rocket spans ~6% of the width; like ImageNet's
-  # object-centred photos we crop the central 240 px square around it (see .notes/backbones.md).
+  # object-centred photos we crop the central 240 px square around it.
   return np.stack([_square(skdata.chelsea()), _square(skdata.coffee()),
                    _square(skdata.rocket(), side=240)])
 
