@@ -44,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -591,18 +591,22 @@ def extract_patches(config: Config, state: SMCCState, batches: Iterable[Mapping[
   Returns:
     ``[N_patches, D]`` float32 numpy array (row order: batch, image, row, column).
   """
-  out = []
+  out = [f[valid].reshape(-1, f.shape[-1]) for _, f, valid in _batch_features(config, state, batches, desc)]
+  if not out:
+    raise ValueError("batches: no batches given")
+  return np.concatenate(out)
+
+
+def _batch_features(config: Config, state: SMCCState, batches: Iterable[Mapping[str, Any]],
+                    desc: str) -> Iterator[tuple[Mapping[str, Any], np.ndarray, np.ndarray]]:
+  """``(batch, features [B, h, w, D] on the host, valid [B])`` per checked batch, with progress."""
   with Progress(desc=desc, unit="batch") as bar:
     for i, batch in enumerate(batches):
       _check_batch(batch, config, f"batches[{i}]")
       images = batch["image"]
       valid = np.asarray(batch["valid"], bool) if "valid" in batch else np.ones(images.shape[0], bool)
-      f = np.asarray(_features(config, state, images))
-      out.append(f[valid].reshape(-1, f.shape[-1]))
+      yield batch, np.asarray(_features(config, state, images)), valid
       bar.update(1)
-  if not out:
-    raise ValueError("batches: no batches given")
-  return np.concatenate(out)
 
 
 def _centres(key: jax.Array, x: np.ndarray, config: Config) -> jax.Array:
@@ -644,20 +648,15 @@ def prepare(config: Config, run: Run, key: jax.Array, state: SMCCState,
   first: dict[str, Any] | None = None
   last_full = None
   parts = []
-  with Progress(desc="smcc features", unit="batch") as bar:
-    for i, batch in enumerate(batches()):
-      _check_batch(batch, config, f"batches[{i}]")
-      valid = np.asarray(batch["valid"], bool) if "valid" in batch else None
-      f = np.asarray(_features(config, state, batch["image"]))
-      if first is None:
-        first = {"feats": f, "valid": np.ones(f.shape[0], bool) if valid is None else valid}
-      parts.append(f if valid is None else f[valid])
-      if f.shape[0] == run.batch_size and (valid is None or valid.all()):
-        last_full = batch["image"]
-      bar.update(1)
+  for batch, f, valid in _batch_features(config, state, batches(), "smcc features"):
+    if first is None:
+      first = {"feats": f, "valid": valid}
+    parts.append(f[valid].reshape(-1, f.shape[-1]))
+    if f.shape[0] == run.batch_size and valid.all():
+      last_full = batch["image"]
   if first is None:
     raise ValueError("batches: no batches given")
-  x = np.concatenate([p.reshape(-1, p.shape[-1]) for p in parts])
+  x = np.concatenate(parts)
   centres = _centres(key, x, config)
   log("smcc: %d training patches of dim %d, %d centres, %.1fs", x.shape[0], x.shape[1],
       centres.shape[0], time.perf_counter() - t0)
