@@ -21,6 +21,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
+from jaxad.train.state import is_prng_key
+
 __all__ = ["Checkpointer", "CheckpointMismatchError", "CheckpointUnreadableError", "to_saveable",
            "from_saveable", "quiet_orbax_logs"]
 
@@ -31,14 +33,10 @@ class CheckpointMismatchError(ValueError):
   """The checkpoint in a workdir does not fit the state being restored."""
 
 
-def _is_key(x: Any) -> bool:
-  return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
 def to_saveable(state: PyTree) -> dict[str, Any]:
   """The state's arrays as a nested dict, typed keys replaced by their key data."""
   tree = serialization.to_state_dict(state)
-  return jax.tree_util.tree_map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+  return jax.tree_util.tree_map(lambda x: jax.random.key_data(x) if is_prng_key(x) else x, tree)
 
 
 def from_saveable(template: PyTree, saved: dict[str, Any]) -> PyTree:
@@ -46,7 +44,7 @@ def from_saveable(template: PyTree, saved: dict[str, Any]) -> PyTree:
   template_dict = serialization.to_state_dict(template)
 
   def wrap(t: Any, s: Any) -> Any:
-    if _is_key(t):
+    if is_prng_key(t):
       return jax.random.wrap_key_data(s, impl=jax.random.key_impl(t))
     return s
 

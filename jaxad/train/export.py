@@ -23,14 +23,11 @@ import numpy as np
 from jaxad import deploy
 from jaxad.train import calibrate as calib_lib
 from jaxad.train.loop import method_name, resolve_method
+from jaxad.train.state import is_prng_key
 
 __all__ = ["export_predict", "export_run"]
 
 PyTree = Any
-
-
-def _is_key(x: Any) -> bool:
-  return jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key)
 
 
 def _used_inputs(fun: Any, *args: Any) -> list[bool]:
@@ -77,7 +74,7 @@ def export_predict(method: str | ModuleType, config: Any, state: PyTree,
     raise NotImplementedError(f"{name} normalises scores over a whole test set (its `normalize` "
                               "hook); a per-image exported model is not defined for it")
   leaves, treedef = jax.tree.flatten(jax.device_get(state))
-  keys = [_is_key(x) for x in leaves]
+  keys = [is_prng_key(x) for x in leaves]
   arrays = [np.asarray(x) for x, k in zip(leaves, keys) if not k]
 
   def build(variables: list[Any], which: list[bool]) -> PyTree:

@@ -22,6 +22,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxad.train.state import is_prng_key
+
 __all__ = ["DATA_AXIS", "make_mesh", "data_sharding", "replicated_sharding",
            "check_batch_size", "replicate", "to_host"]
 
@@ -84,10 +86,6 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   return int(global_batch_size) // jax.process_count()
 
 
-def _is_key(x: Any) -> bool:
-  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
   """Places a pytree (identical on every process) fully replicated on ``mesh``.
 
@@ -96,7 +94,7 @@ def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
   sharding = replicated_sharding(mesh)
 
   def put(x: Any) -> Any:
-    if _is_key(x):
+    if is_prng_key(x):
       impl = jax.random.key_impl(x)
       return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=impl)
     if not isinstance(x, (jax.Array, np.ndarray, np.generic)):
@@ -115,7 +113,7 @@ def to_host(tree: PyTree) -> PyTree:
   """
 
   def get(x: Any) -> Any:
-    if _is_key(x):
+    if is_prng_key(x):
       x = jax.random.key_data(x)
     if isinstance(x, jax.Array):
       if x.is_fully_addressable:

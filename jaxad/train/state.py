@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-__all__ = ["TrainState", "GANState", "step_key"]
+__all__ = ["TrainState", "GANState", "step_key", "is_prng_key"]
 
 PyTree = Any
 
@@ -101,3 +101,8 @@ def step_key(state: Any, purpose: int = 0) -> jax.Array:
     A typed PRNG key, a pure function of (base key, step, purpose).
   """
   return jax.random.fold_in(jax.random.fold_in(state.key, state.step), purpose)
+
+
+def is_prng_key(x: Any) -> bool:
+  """True for a typed PRNG key array (``jax.random.key``), e.g. a state's ``key`` leaf."""
+  return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
