@@ -1,8 +1,10 @@
-"""SMCC on one MVTec AD category: the full method, its ablations and a PatchCore-style baseline.
+"""SMCC and DFDA-AD on one MVTec AD category: both methods, their ablations and a PatchCore-style
+baseline, measured in one run.
 
-Every row uses the same patch features (backbone layers fused on the stride-8 grid, 3x3 local
-average), the same test images and the same evaluation (``jaxad.metrics.evaluate``: image AUROC,
-pixel AUROC, AUPRO@0.3, AP). Rows (``--rows``, comma-separated):
+Every row uses the same test images and the same evaluation (``jaxad.metrics.evaluate``: image
+AUROC, pixel AUROC, AUPRO@0.3, AP); the SMCC and PatchCore-style rows share their patch features
+(``--backbone`` layers fused on the stride-8 grid, 3x3 local average). Rows (``--rows``,
+comma-separated):
 
 * ``smcc``       : sensitivity coreset + GMM centres + W epochs of L_c + L_o (the method);
 * ``lc_only``    : as ``smcc`` with L_c only (Table IV);
@@ -20,6 +22,25 @@ pixel AUROC, AUPRO@0.3, AP). Rows (``--rows``, comma-separated):
 * the readings of the paper's gaps (``smcc.Config`` switches): ``gmm_means`` / ``center_set``
   (centres), ``conv`` / ``all`` (trainable), ``mean`` / ``sum`` (loss reduction),
   ``batch_loss`` / ``heldout`` (which pair is kept).
+
+DFDA-AD rows (:mod:`jaxad.models.dfdaad`; MobileNetV2 ``stride8`` with the CBAM variant +
+EfficientNet-Lite0 ``stride16`` with the query-key attention, or the paper's DenseNet121 + ResNet50
+with ``--dfdaad_paper``; k-means bank of ``--dfdaad_bank_size``; attention trained for
+``--dfdaad_epochs`` at batch ``--dfdaad_batch_size``, Adam ``--dfdaad_lr``):
+
+* ``dfdaad``               : the method (both backbones, both attentions, trained);
+* ``dfdaad_untrained``     : identity-initialised attention, no training (plain k-means bank);
+* ``dfdaad_no_cbam`` / ``dfdaad_no_qk``: one attention switched off (still trained);
+* ``dfdaad_one_backbone``  : both branches from branch A's backbone (``--dfdaad_one_layer_b``,
+  default MobileNetV2 ``stride16``: the SMCC / PatchCore-style features);
+* ``dfdaad_branch_a``      : branch A only (CBAM branch, one backbone, one layer);
+* ``dfdaad_bank<n>``       : bank of ``n`` centres (``n >= 1``) or the fraction ``n`` (< 1);
+* ``dfdaad_compactness``   : the plain (not scale-free) compactness objective;
+* ``dfdaad_epochs<n>`` / ``dfdaad_lr<x>``: other training lengths / step sizes.
+
+DFDA-AD entries combine with ``:`` too (``dfdaad_one_backbone:untrained``). Rows whose features are
+equal before training (the attention starts as the identity) share one k-means bank: it is computed
+once and its time is added to the fit time of every row that uses it.
 
 Entries combine with ``:``, applied left to right on ``smcc``, e.g. ``center_set:heldout:sum`` or
 ``lc_only:heldout``. Every self-updated row also reports the last step's state (``<row> (last)``:
@@ -40,13 +61,17 @@ Usage::
 
   .venv/bin/python experiments/smcc_mvtec.py --data_dir=path/to/mvtec_ad --category=bottle \\
       --rows=smcc,patchcore
+  .venv/bin/python experiments/smcc_mvtec.py --data_dir=path/to/mvtec_ad --category=bottle \\
+      --rows=dfdaad,dfdaad_untrained,dfdaad_no_cbam,dfdaad_no_qk,smcc,patchcore
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
+import types
 from pathlib import Path
 
 from absl import app, flags
@@ -55,7 +80,7 @@ import jax
 import numpy as np
 
 from jaxad import cluster, data, metrics, viz
-from jaxad.models import smcc
+from jaxad.models import dfdaad, smcc
 from jaxad.models.protocol import Run
 from jaxad.progress import log
 from jaxad.train import loop, rng
@@ -88,6 +113,15 @@ flags.DEFINE_string("load_states", None, "Folder of <row>_state.npz written by a
                     "same flags: skip those rows' fits (only shapes are checked).")
 flags.DEFINE_integer("timing_repeats", 1, "Timed passes over the test set (median reported).")
 flags.DEFINE_list("infer_batch_sizes", ["16"], "Batch sizes timed; the first one gives the metrics.")
+flags.DEFINE_integer("dfdaad_epochs", 1, "Attention training epochs of the trained DFDA-AD rows.")
+flags.DEFINE_integer("dfdaad_batch_size", 10, "DFDA-AD training batch (paper: 10).")
+flags.DEFINE_float("dfdaad_lr", 2e-4, "DFDA-AD Adam step size (paper: 2e-4).")
+flags.DEFINE_float("dfdaad_bank_size", 0.01, "DFDA-AD k-means centres: fraction (< 1) or count.")
+flags.DEFINE_string("dfdaad_one_layer_b", "stride16", "Branch B layer of dfdaad_one_backbone.")
+flags.DEFINE_bool("dfdaad_paper", False, "DFDA-AD with the paper's DenseNet121 + ResNet50 "
+                  "(--dfdaad_weights_a/_b or $JAXAD_WEIGHTS_DIR).")
+flags.DEFINE_string("dfdaad_weights_a", None, "densenet121-a639ec97.pth (with --dfdaad_paper).")
+flags.DEFINE_string("dfdaad_weights_b", None, "resnet50-0676ba61.pth (with --dfdaad_paper).")
 
 
 SWITCHES = {"gmm_means": ("centres", "gmm_means"), "center_set": ("centres", "center_set"),
@@ -196,20 +230,7 @@ def run_row(row: str, base: smcc.Config, train: data.ArraySplit, test: data.Arra
     fitted[fit_key] = (row, state, history, fit_s)
   if FLAGS.save_states and source == "fit":
     save_state(out / f"{row}_state.npz", state)
-  # Inference: compile on one batch per batch size, then time whole passes over the test set.
-  infer = {}
-  scores = maps = None
-  for ibs in [int(b) for b in FLAGS.infer_batch_sizes]:
-    predict_dataset(smcc, config, state, test.images[:ibs], batch_size=ibs, mesh=mesh,
-                    desc="warm-up")
-    times = []
-    for _ in range(max(1, FLAGS.timing_repeats)):
-      t1 = time.perf_counter()
-      sc, mp = predict_dataset(smcc, config, state, test.images, batch_size=ibs, mesh=mesh)
-      times.append((time.perf_counter() - t1) / len(test.images))
-      if scores is None:
-        scores, maps = sc, mp
-    infer[ibs] = times
+  scores, maps, infer = _infer(smcc, config, state, test, mesh)
   infer_s = float(np.median(infer[int(FLAGS.infer_batch_sizes[0])]))
   res = metrics.evaluate(test.labels, scores, *_pixel(test, maps))
   mem = smcc.memory_bytes(state)
@@ -230,12 +251,152 @@ def run_row(row: str, base: smcc.Config, train: data.ArraySplit, test: data.Arra
          "first_loss": history[0]["loss"] if history else None,
          "best_loss": history[-1]["best_loss"] if history else None,
          "config": {k: v for k, v in dataclasses.asdict(config).items()}}
+  _write_row(out, row, rec, history, test, maps)
+  return rec
+
+
+def _infer(method, config, state, test: data.ArraySplit, mesh) -> tuple:
+  """``(scores, maps, {batch size: [s/image per timed pass]})``: compiled on one batch per batch
+  size first, then whole passes over the test set are timed."""
+  infer = {}
+  scores = maps = None
+  for ibs in [int(b) for b in FLAGS.infer_batch_sizes]:
+    predict_dataset(method, config, state, test.images[:ibs], batch_size=ibs, mesh=mesh,
+                    desc="warm-up")
+    times = []
+    for _ in range(max(1, FLAGS.timing_repeats)):
+      t1 = time.perf_counter()
+      sc, mp = predict_dataset(method, config, state, test.images, batch_size=ibs, mesh=mesh)
+      times.append((time.perf_counter() - t1) / len(test.images))
+      if scores is None:
+        scores, maps = sc, mp
+    infer[ibs] = times
+  return scores, maps, infer
+
+
+def _write_row(out: Path, row: str, rec: dict, history: list[dict], test: data.ArraySplit,
+               maps: np.ndarray) -> None:
+  """The row's loss history, heatmap panels and one log line."""
   (out / f"{row}_history.json").write_text(json.dumps(history, indent=1) + "\n")
   sel = np.r_[np.flatnonzero(test.labels == 1)[::8][:6], np.flatnonzero(test.labels == 0)[:2]]
   viz.save_panels(out / f"{row}_panels.png", test.images[sel], maps[sel],
                   masks=test.masks[sel] if _pixel(test, maps)[0] is not None else None,
                   vmin=float(maps.min()), vmax=float(maps.max()))
   log("%s", json.dumps({k: v for k, v in rec.items() if k != "config"}))
+
+
+# ----------------------------------------------------------------------------- DFDA-AD rows
+
+
+def dfdaad_base() -> dfdaad.Config:
+  """The DFDA-AD config of the plain ``dfdaad`` row (offline pair, or the paper's with
+  ``--dfdaad_paper``)."""
+  kw = dict(image_size=FLAGS.image_size, bank_size=FLAGS.dfdaad_bank_size,
+            learning_rate=FLAGS.dfdaad_lr)
+  if FLAGS.dfdaad_paper:
+    return dfdaad.paper_config(FLAGS.dfdaad_weights_a, FLAGS.dfdaad_weights_b, **kw)
+  return dfdaad.Config(**kw)
+
+
+def dfdaad_row_config(row: str, base: dfdaad.Config, epochs: int) -> tuple[dfdaad.Config, int]:
+  """The config and training epochs of one DFDA-AD ``--rows`` entry (``:`` combines entries)."""
+  config = base
+  for i, part in enumerate(row.split(":")):
+    name = part[len("dfdaad"):].lstrip("_") if part.startswith("dfdaad") else part
+    if i == 0 and not part.startswith("dfdaad"):
+      raise ValueError(f"--rows: a DFDA-AD row starts with 'dfdaad', got {row!r}")
+    rep = functools.partial(dataclasses.replace, config)
+    if name == "":
+      continue
+    elif name == "untrained":
+      epochs = 0
+    elif name == "no_cbam":
+      config = rep(use_cbam=False)
+    elif name == "no_qk":
+      config = rep(use_qk=False)
+    elif name == "one_backbone":
+      config = rep(backbone_b=config.backbone_a, weights_b=config.weights_a,
+                   layer_b=FLAGS.dfdaad_one_layer_b)
+    elif name == "branch_a":
+      config = rep(backbone_b=None)
+    elif name == "compactness":
+      config = rep(objective="compactness")
+    elif name.startswith("bank") and name[4:].replace(".", "", 1).isdigit():
+      config = rep(bank_size=float(name[4:]) if "." in name[4:] else int(name[4:]))
+    elif name.startswith("epochs") and name[6:].isdigit():
+      epochs = int(name[6:])
+    elif name.startswith("lr"):
+      config = rep(learning_rate=float(name[2:]))
+    else:
+      raise ValueError(f"--rows: unknown DFDA-AD entry {part!r} in {row!r}")
+  return config, epochs
+
+
+_BANKS: dict = {}  # features-before-training key -> ((bank, bank_valid, counts), k-means seconds)
+
+
+def _bank_key(config: dfdaad.Config, run: Run) -> tuple:
+  """Rows with equal keys have equal patch features before training, hence one k-means bank: the
+  identity-initialised blocks (``gate_scale=2``) do not change the features, on or off."""
+  slots = (run.steps_per_epoch, run.batch_size)  # what sizes the bank (not the run length)
+  if config.gate_scale != 2.0:
+    return (config, slots)
+  return (dataclasses.replace(config, use_cbam=True, use_qk=True, learning_rate=2e-4,
+                              objective="relative_compactness"), slots)
+
+
+def _shared_bank_prepare(config, run, key, state, batches):
+  """``dfdaad.prepare``, computed once per :func:`_bank_key`."""
+  k = _bank_key(config, run)
+  if k not in _BANKS:
+    t0 = time.perf_counter()
+    s = dfdaad.prepare(config, run, key, state, batches)
+    jax.block_until_ready(s.bank)
+    _BANKS[k] = ((s.bank, s.bank_valid, s.counts), time.perf_counter() - t0)
+  (bank, valid, counts), _ = _BANKS[k]
+  return state.replace(bank=bank, bank_valid=valid, counts=counts)
+
+
+SHARED_BANK_DFDAAD = types.ModuleType("dfdaad_shared_bank", "dfdaad with a memoised prepare")
+SHARED_BANK_DFDAAD.__dict__.update({a: getattr(dfdaad, a) for a in ("NAME", "Config", "init",
+                                                                     "train_step", "predict")})
+SHARED_BANK_DFDAAD.prepare = _shared_bank_prepare
+
+
+def run_dfdaad_row(row: str, train: data.ArraySplit, test: data.ArraySplit, out: Path) -> dict:
+  """Fits (engine: init, k-means bank, attention epochs) and evaluates one DFDA-AD row."""
+  config, epochs = dfdaad_row_config(row, dfdaad_base(), FLAGS.dfdaad_epochs)
+  mesh = make_mesh()
+  bs = FLAGS.dfdaad_batch_size
+  run = Run(total_steps=epochs * (len(train) // bs), steps_per_epoch=len(train) // bs, batch_size=bs)
+  shared = _bank_key(config, run) in _BANKS
+  t0 = time.perf_counter()
+  result = loop.fit(SHARED_BANK_DFDAAD, config, train, seed=FLAGS.seed, epochs=epochs,
+                    batch_size=bs, mesh=mesh)
+  state, history = result.state, result.history
+  jax.block_until_ready(state.bank)
+  fit_s = time.perf_counter() - t0
+  kmeans_s = _BANKS[_bank_key(config, run)][1]
+  if shared:
+    fit_s += kmeans_s  # the shared bank's time: each row's fit stands alone
+  scores, maps, infer = _infer(SHARED_BANK_DFDAAD, config, state, test, mesh)
+  res = metrics.evaluate(test.labels, scores, *_pixel(test, maps))
+  mem = dfdaad.memory_bytes(state)
+  nan = float("nan")
+  rec = {"row": row, "method": "dfdaad", "image_auroc": res["image_auroc"],
+         "pixel_auroc": res.get("pixel_auroc", nan), "aupro": res.get("aupro", nan),
+         "image_ap": res["image_ap"], "pixel_ap": res.get("pixel_ap", nan),
+         "pixel_auroc_per_image": res.get("pixel_auroc_per_image"), "kept_step": len(history),
+         "last": None, "fit_s": fit_s, "kmeans_s": kmeans_s,
+         "fit_source": "fit (k-means bank shared with an earlier row)" if shared else "fit",
+         "infer_s_per_image": float(np.median(infer[int(FLAGS.infer_batch_sizes[0])])),
+         "infer_s_per_image_all": {str(b): t for b, t in infer.items()}, "bank_bytes": mem["bank"],
+         "bank_entries": int(np.asarray(jax.device_get(state.bank_valid)).sum()),
+         "total_bytes": mem["total"], "epochs": epochs, "steps": len(history),
+         "first_loss": history[0]["loss"] if history else None,
+         "last_loss": history[-1]["loss"] if history else None,
+         "config": dataclasses.asdict(config)}
+  _write_row(out, row, rec, history, test, maps)
   return rec
 
 
@@ -318,7 +479,10 @@ def main(argv: list[str]) -> None:
   fitted: dict = {}
   path = out / "results.json"
   for row in FLAGS.rows:
-    records.append(run_row(row, base, train, test, out, fitted))
+    if row.startswith("dfdaad"):
+      records.append(run_dfdaad_row(row, train, test, out))
+    else:
+      records.append(run_row(row, base, train, test, out, fitted))
     path.write_text(json.dumps(records, indent=1, default=str) + "\n")
   md = table(records)
   (out / "table.md").write_text(md + "\n")

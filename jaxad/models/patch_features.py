@@ -12,7 +12,9 @@ Pipeline (all jit-able, static shapes):
    ``N(0, 1/D)``, Johnson-Lindenstrauss) or ``"channel_avg"`` (averages runs of consecutive
    channels, equal to PyTorch ``adaptive_avg_pool1d`` over channels as PatchCore does).
 
-Shared by SMCC (and meant for DFDA-AD): the fusion lives here once.
+Shared by SMCC and DFDA-AD: the fusion lives here once, and so do the memory-bank plumbing both
+use (bank padding to whole kNN blocks, blocked nearest-bank search, patch scores -> image scores
+and smoothed maps, the batch check and the per-batch feature loop with progress).
 
 References:
   Roth et al., "Towards Total Recall in Industrial Anomaly Detection" (PatchCore), CVPR 2022, Sec. 3.1;
@@ -22,15 +24,26 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["PROJECTIONS", "local_average", "fuse_layers", "projection_matrix", "channel_avg_matrix"]
+from jaxad import maps as maps_lib
+from jaxad.cluster.knn import knn_core
+from jaxad.progress import Progress
+
+__all__ = ["PROJECTIONS", "KNN_BLOCK", "QUERY_BLOCK", "local_average", "fuse_layers",
+           "projection_matrix", "channel_avg_matrix", "to_rgb", "check_image_batch", "bank_layout",
+           "pack_rows", "nearest_rows", "knn_patch_scores", "scores_and_maps", "batch_features"]
 
 PROJECTIONS = ("none", "random", "channel_avg")
+KNN_BLOCK = 2048
+"""Bank rows per block of the kNN search for banks of more than 4096 entries."""
+QUERY_BLOCK = 1024
+"""Query rows per block of :func:`nearest_rows` for more than that many queries."""
 
 
 def local_average(x: jax.Array, size: int) -> jax.Array:
@@ -120,3 +133,141 @@ def fuse_layers(features: Mapping[str, jax.Array], layers: Sequence[str], grid: 
   if projection is not None:
     x = jnp.einsum("bhwc,cd->bhwd", x, projection, precision=jax.lax.Precision.HIGHEST)
   return x
+
+
+# ----------------------------------------------------------------------------- memory banks
+
+
+def to_rgb(images: jax.Array, channels: int) -> jax.Array:
+  """``[B, H, W, channels]`` images as float32 RGB (1 channel replicated three times)."""
+  if images.ndim != 4 or images.shape[-1] != channels:
+    raise ValueError(f"images: expected [B, H, W, {channels}], got {tuple(images.shape)}")
+  images = images.astype(jnp.float32)
+  return jnp.repeat(images, 3, axis=-1) if channels == 1 else images
+
+
+def check_image_batch(batch: Mapping[str, Any], image_size: int, channels: int,
+                      name: str = "batch") -> None:
+  """Checks ``batch["image"]``: float ``[B, image_size, image_size, channels]``.
+
+  Raises:
+    TypeError: not a dict with ``image``, or an integer dtype.
+    ValueError: another shape.
+  """
+  if not isinstance(batch, Mapping) or "image" not in batch:
+    raise TypeError(f"{name}: expected a dict with 'image' [B,H,W,C], got {type(batch).__name__}")
+  shape = tuple(np.shape(batch["image"]))
+  want = (image_size, image_size, channels)
+  if len(shape) != 4 or shape[1:] != want:
+    raise ValueError(f"{name}['image']: expected shape [B, {want[0]}, {want[1]}, {want[2]}] "
+                     f"(config.image_size, config.channels), got {shape}")
+  dtype = getattr(batch["image"], "dtype", None) or np.asarray(batch["image"]).dtype
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(f"{name}['image']: expected float32 in [0, 1], got {dtype}")
+
+
+def bank_layout(n: int) -> tuple[int, int]:
+  """``(slots, block)`` for ``n`` bank entries: slots a multiple of the kNN block."""
+  if n <= 4096:
+    s = -(-n // 8) * 8
+    return s, s
+  s = -(-n // KNN_BLOCK) * KNN_BLOCK
+  return s, KNN_BLOCK
+
+
+def pack_rows(rows: jax.Array, valid: jax.Array, slots: int) -> tuple[jax.Array, jax.Array]:
+  """Pads ``[n, D]`` rows / ``[n]`` validity to ``slots`` rows (zeros, invalid)."""
+  n = rows.shape[0]
+  if n > slots:
+    raise ValueError(f"memory bank: {n} patches do not fit in {slots} slots")
+  return (jnp.pad(rows, ((0, slots - n), (0, 0))),
+          jnp.pad(valid.astype(bool), (0, slots - n), constant_values=False))
+
+
+def nearest_rows(queries: jax.Array, bank: jax.Array, bank_valid: jax.Array, *, k: int,
+                 block: int) -> tuple[jax.Array, jax.Array]:
+  """Exact ``k`` nearest valid bank rows of every query (blocked, no gradient; jit-able).
+
+  Args:
+    queries: ``[N, D]`` float32.
+    bank: ``[S, D]`` with ``S % block == 0`` (see :func:`bank_layout`).
+    bank_valid: ``[S]`` bool, False for padding rows.
+    k: neighbours (static), ``<= block``.
+    block: bank rows per block (static).
+
+  Returns:
+    ``(sq_dist [N, k], indices [N, k] int32)`` ascending per row (squared Euclidean).
+  """
+  n = queries.shape[0]
+  qb = QUERY_BLOCK if n > QUERY_BLOCK else -(-n // 8) * 8
+  q = jnp.pad(jax.lax.stop_gradient(queries), ((0, -(-n // qb) * qb - n), (0, 0)))
+  sq, idx = knn_core(q, jax.lax.stop_gradient(bank), bank_valid, k=k, block=block, query_block=qb)
+  return sq[:n], idx[:n]
+
+
+def knn_patch_scores(feats: jax.Array, bank: jax.Array, bank_valid: jax.Array, k: int) -> jax.Array:
+  """``[B, h, w]`` mean Euclidean distance of every patch to its ``k`` nearest valid bank rows.
+
+  Args:
+    feats: ``[B, h, w, D]`` patch features (may be sharded on the batch axis: one search per image).
+    bank: ``[S, D]`` with ``S`` from :func:`bank_layout` (e.g. :func:`pack_rows`).
+    bank_valid: ``[S]`` bool.
+    k: neighbours averaged (static, >= 1).
+
+  Returns:
+    ``[B, h, w]`` float32 distances >= 0.
+  """
+  b, h, w, d = feats.shape
+  slots = bank.shape[0]
+  _, block = bank_layout(slots)
+  if slots % block:
+    raise ValueError(f"bank: {slots} rows, expected a multiple of {block} (pack it with pack_rows)")
+  q = h * w
+  q_pad = -(-q // 8) * 8
+  queries = jnp.pad(feats.reshape(b, q, d), ((0, 0), (0, q_pad - q), (0, 0)))
+
+  def one(qi):
+    sq, _ = knn_core(qi, bank, bank_valid, k=k, block=block, query_block=q_pad)
+    return sq
+
+  sq = jax.vmap(one)(queries)[:, :q]  # [B, q, k]
+  return jnp.mean(jnp.sqrt(sq), axis=-1).reshape(b, h, w)
+
+
+def scores_and_maps(patch: jax.Array, image_hw: tuple[int, int],
+                    sigma: float) -> tuple[jax.Array, jax.Array]:
+  """Image scores (max patch score) and maps (bilinear to ``image_hw``, Gaussian ``sigma``).
+
+  Args:
+    patch: ``[B, h, w]`` patch scores.
+    image_hw: ``(H, W)`` of the images.
+    sigma: Gaussian smoothing in pixels (0: none).
+
+  Returns:
+    ``scores [B]`` and ``maps [B, H, W]`` (PatchCore's anomaly maps).
+  """
+  scores = jnp.max(patch.reshape(patch.shape[0], -1), axis=1)
+  up = maps_lib.upsample(patch, tuple(image_hw), method="bilinear")
+  if sigma > 0:
+    up = maps_lib.gaussian_smooth(up, sigma)
+  return scores, up
+
+
+def batch_features(features: Callable[[Any], Any], check: Callable[[Mapping[str, Any], str], None],
+                   batches: Iterable[Mapping[str, Any]],
+                   desc: str) -> Iterator[tuple[Mapping[str, Any], np.ndarray, np.ndarray]]:
+  """``(batch, features(images) on the host, valid [B])`` per batch, after ``check(batch, name)``.
+
+  Args:
+    features: maps ``batch["image"]`` to a ``[B, ...]`` array (typically a jitted function).
+    check: validates one batch, raising with ``name`` (``"batches[i]"``) in the message.
+    batches: iterable of dicts with ``image`` and optional ``valid`` (host or sharded arrays).
+    desc: progress label.
+  """
+  with Progress(desc=desc, unit="batch") as bar:
+    for i, batch in enumerate(batches):
+      check(batch, f"batches[{i}]")
+      images = batch["image"]
+      valid = np.asarray(batch["valid"], bool) if "valid" in batch else np.ones(images.shape[0], bool)
+      yield batch, np.asarray(features(images)), valid
+      bar.update(1)

@@ -53,11 +53,10 @@ import numpy as np
 import optax
 from flax import struct
 
-from jaxad import backbones, cluster, maps as maps_lib
-from jaxad.cluster.knn import knn_core
+from jaxad import backbones, cluster
 from jaxad.models import patch_features as pf
 from jaxad.models.protocol import Run
-from jaxad.progress import Progress, log
+from jaxad.progress import log
 
 __all__ = ["NAME", "Config", "SMCCState", "init", "train_step", "prepare", "predict", "patch_features",
            "extract_patches", "with_bank", "memory_bytes", "grid_size", "feature_dim",
@@ -66,8 +65,6 @@ __all__ = ["NAME", "Config", "SMCCState", "init", "train_step", "prepare", "pred
 NAME = "smcc"
 PyTree = Any
 _HI = jax.lax.Precision.HIGHEST
-_KNN_BLOCK = 2048
-_QUERY_BLOCK = 1024
 CENTRES = ("gmm_means", "center_set")
 SELECTIONS = ("batch_loss", "heldout")
 
@@ -243,13 +240,6 @@ def feature_dim(config: Config) -> int:
   return raw
 
 
-def _to_rgb(images: jax.Array, config: Config) -> jax.Array:
-  if images.ndim != 4 or images.shape[-1] != config.channels:
-    raise ValueError(f"images: expected [B, H, W, {config.channels}], got {tuple(images.shape)}")
-  images = images.astype(jnp.float32)
-  return jnp.repeat(images, 3, axis=-1) if config.channels == 1 else images
-
-
 def patch_features(config: Config, variables: Mapping[str, Any], projection: jax.Array | None,
                    images: jax.Array, *, train: bool = False) -> jax.Array:
   """Fused patch features of ``images`` (jit-able; gradients flow to ``params`` if ``train``).
@@ -264,7 +254,7 @@ def patch_features(config: Config, variables: Mapping[str, Any], projection: jax
   Returns:
     ``[B, h, w, D]`` float32, ``(h, w) = grid_size(config)`` when ``H = W = image_size``.
   """
-  images = _to_rgb(images, config)
+  images = pf.to_rgb(images, config.channels)
   module = backbones.create(config.backbone)
   feats = backbones.extract_features(module, variables, images, config.layers, train=train)
   g = (-(-images.shape[1] // config.feature_stride), -(-images.shape[2] // config.feature_stride))
@@ -276,17 +266,6 @@ def _sq_dists(x: jax.Array, c: jax.Array) -> jax.Array:
   xx = jnp.sum(x * x, axis=1, keepdims=True)
   cc = jnp.sum(c * c, axis=1)
   return jnp.maximum(xx - 2.0 * jnp.matmul(x, c.T, precision=_HI) + cc[None], 0.0)
-
-
-def _nearest_two(patches: jax.Array, centres: jax.Array, centres_valid: jax.Array,
-                 block: int) -> jax.Array:
-  """``[N, 2]`` indices of the nearest and second-nearest valid centres (blocked, no gradient)."""
-  n = patches.shape[0]
-  qb = _QUERY_BLOCK if n > _QUERY_BLOCK else -(-n // 8) * 8
-  q = jnp.pad(jax.lax.stop_gradient(patches), ((0, -(-n // qb) * qb - n), (0, 0)))
-  _, idx = knn_core(q, jax.lax.stop_gradient(centres), centres_valid, k=2, block=block,
-                    query_block=qb)
-  return idx[:n]
 
 
 def center_losses(patches: jax.Array, centres: jax.Array, weights: jax.Array, *,
@@ -317,7 +296,7 @@ def center_losses(patches: jax.Array, centres: jax.Array, weights: jax.Array, *,
   denom = jnp.maximum(jnp.sum(weights), 1.0)
   if block is not None:
     valid = jnp.ones(centres.shape[0], bool) if centres_valid is None else centres_valid
-    idx = _nearest_two(patches, centres, valid, block)
+    _, idx = pf.nearest_rows(patches, centres, valid, k=2, block=block)
     dist = lambda j: jnp.sqrt(jnp.sum(jnp.square(patches - centres[idx[:, j]]), axis=1) + eps)
     d1, d2 = dist(0), dist(1)
     lo = d1 - d2 if lo_margin is None else jax.nn.relu(d1 - d2 + lo_margin)
@@ -334,25 +313,7 @@ def center_losses(patches: jax.Array, centres: jax.Array, weights: jax.Array, *,
   return jnp.sum(weights * d1) / denom, jnp.sum(weights * lo) / denom
 
 
-# ----------------------------------------------------------------------------- bank layout
-
-
-def _bank_layout(n: int) -> tuple[int, int]:
-  """``(slots, block)`` for ``n`` bank entries: slots a multiple of the kNN block."""
-  if n <= 4096:
-    s = -(-n // 8) * 8
-    return s, s
-  s = -(-n // _KNN_BLOCK) * _KNN_BLOCK
-  return s, _KNN_BLOCK
-
-
-def _pack(patches: jax.Array, valid: jax.Array, slots: int) -> tuple[jax.Array, jax.Array]:
-  """Pads ``[n, D]`` patches / ``[n]`` validity to ``slots`` rows (zeros, invalid)."""
-  n = patches.shape[0]
-  if n > slots:
-    raise ValueError(f"memory bank: {n} patches do not fit in {slots} slots")
-  return (jnp.pad(patches, ((0, slots - n), (0, 0))),
-          jnp.pad(valid.astype(bool), (0, slots - n), constant_values=False))
+# ----------------------------------------------------------------------------- patch validity
 
 
 def _patch_valid(valid: jax.Array, grid: tuple[int, int]) -> jax.Array:
@@ -370,7 +331,7 @@ def centre_slots(config: Config, run: Run) -> tuple[int, int | None]:
     return config.gmm_k, None
   h, w = grid_size(config)
   n_max = (max(run.steps_per_epoch, 1) + 1) * run.batch_size * h * w
-  return _bank_layout(max(config.gmm_k, 2, int(round(config.coreset_rate * n_max))))
+  return pf.bank_layout(max(config.gmm_k, 2, int(round(config.coreset_rate * n_max))))
 
 
 def _optimizer(config: Config) -> optax.GradientTransformation:
@@ -387,16 +348,7 @@ def _optimizer(config: Config) -> optax.GradientTransformation:
 
 
 def _check_batch(batch: Mapping[str, Any], config: Config, name: str = "batch") -> None:
-  if not isinstance(batch, Mapping) or "image" not in batch:
-    raise TypeError(f"{name}: expected a dict with 'image' [B,H,W,C], got {type(batch).__name__}")
-  shape = tuple(np.shape(batch["image"]))
-  want = (config.image_size, config.image_size, config.channels)
-  if len(shape) != 4 or shape[1:] != want:
-    raise ValueError(f"{name}['image']: expected shape [B, {want[0]}, {want[1]}, {want[2]}] "
-                     f"(config.image_size, config.channels), got {shape}")
-  dtype = getattr(batch["image"], "dtype", None) or np.asarray(batch["image"]).dtype
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise TypeError(f"{name}['image']: expected float32 in [0, 1], got {dtype}")
+  pf.check_image_batch(batch, config.image_size, config.channels, name)
 
 
 def init(config: Config, run: Run, key: jax.Array, example_batch: Mapping[str, Any]) -> SMCCState:
@@ -429,7 +381,7 @@ def init(config: Config, run: Run, key: jax.Array, example_batch: Mapping[str, A
   proj = pf.projection_matrix(k_proj, config.projection, raw, config.target_dim)
   d = feature_dim(config)
   h, w = grid_size(config)
-  slots, _ = _bank_layout(run.batch_size * h * w)
+  slots, _ = pf.bank_layout(run.batch_size * h * w)
   params = variables["params"]
   n_centres, _ = centre_slots(config, run)
   holdout = None
@@ -509,7 +461,7 @@ def train_step(config: Config, run: Run, state: SMCCState, batch: Mapping[str, j
     score = loss
   updates, opt_state = _optimizer(config).update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  bank, bank_valid = _pack(jax.lax.stop_gradient(flat), pvalid, state.bank.shape[0])
+  bank, bank_valid = pf.pack_rows(jax.lax.stop_gradient(flat), pvalid, state.bank.shape[0])
   # Only a full batch can become the bank: its size stays batch_size * h * w (a padded remainder
   # batch of one image would otherwise win with a small, unrepresentative bank).
   full = jnp.logical_and(jnp.all(valid), b == run.batch_size)
@@ -528,22 +480,7 @@ def train_step(config: Config, run: Run, state: SMCCState, batch: Mapping[str, j
 
 def _knn_scores(config: Config, state: SMCCState, feats: jax.Array) -> jax.Array:
   """``[B, h, w]`` mean Euclidean distance of every patch to its ``knn_k`` nearest bank entries."""
-  b, h, w, d = feats.shape
-  k = config.knn_k
-  slots = state.best_bank.shape[0]
-  _, block = _bank_layout(slots)
-  if slots % block:
-    raise ValueError(f"state.best_bank: {slots} rows, expected a multiple of {block} (use with_bank)")
-  q = h * w
-  q_pad = -(-q // 8) * 8
-  queries = jnp.pad(feats.reshape(b, q, d), ((0, 0), (0, q_pad - q), (0, 0)))
-
-  def one(qi):
-    sq, _ = knn_core(qi, state.best_bank, state.best_bank_valid, k=k, block=block, query_block=q_pad)
-    return sq
-
-  sq = jax.vmap(one)(queries)[:, :q]  # [B, q, k]
-  return jnp.mean(jnp.sqrt(sq), axis=-1).reshape(b, h, w)
+  return pf.knn_patch_scores(feats, state.best_bank, state.best_bank_valid, config.knn_k)
 
 
 def predict(config: Config, state: SMCCState, images: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -563,11 +500,7 @@ def predict(config: Config, state: SMCCState, images: jax.Array) -> tuple[jax.Ar
   """
   feats = patch_features(config, _variables(state, state.best_params), state.projection, images)
   patch = _knn_scores(config, state, feats)
-  scores = jnp.max(patch.reshape(patch.shape[0], -1), axis=1)
-  up = maps_lib.upsample(patch, (images.shape[1], images.shape[2]), method="bilinear")
-  if config.sigma > 0:
-    up = maps_lib.gaussian_smooth(up, config.sigma)
-  return scores, up
+  return pf.scores_and_maps(patch, (images.shape[1], images.shape[2]), config.sigma)
 
 
 # ----------------------------------------------------------------------------- prepare
@@ -600,13 +533,8 @@ def extract_patches(config: Config, state: SMCCState, batches: Iterable[Mapping[
 def _batch_features(config: Config, state: SMCCState, batches: Iterable[Mapping[str, Any]],
                     desc: str) -> Iterator[tuple[Mapping[str, Any], np.ndarray, np.ndarray]]:
   """``(batch, features [B, h, w, D] on the host, valid [B])`` per checked batch, with progress."""
-  with Progress(desc=desc, unit="batch") as bar:
-    for i, batch in enumerate(batches):
-      _check_batch(batch, config, f"batches[{i}]")
-      images = batch["image"]
-      valid = np.asarray(batch["valid"], bool) if "valid" in batch else np.ones(images.shape[0], bool)
-      yield batch, np.asarray(_features(config, state, images)), valid
-      bar.update(1)
+  return pf.batch_features(lambda images: _features(config, state, images),
+                           lambda batch, name: _check_batch(batch, config, name), batches, desc)
 
 
 def _centres(key: jax.Array, x: np.ndarray, config: Config) -> jax.Array:
@@ -664,7 +592,7 @@ def prepare(config: Config, run: Run, key: jax.Array, state: SMCCState,
   if centres.shape[0] > n_slots:
     raise ValueError(f"prepare: {centres.shape[0]} centres do not fit in the {n_slots} slots sized "
                      f"from run (steps_per_epoch={run.steps_per_epoch}, batch_size={run.batch_size})")
-  centres, centres_valid = _pack(centres, jnp.ones((centres.shape[0],), bool), n_slots)
+  centres, centres_valid = pf.pack_rows(centres, jnp.ones((centres.shape[0],), bool), n_slots)
   holdout = state.holdout
   if holdout is not None:
     if last_full is None:
@@ -672,7 +600,7 @@ def prepare(config: Config, run: Run, key: jax.Array, state: SMCCState,
     holdout = jnp.asarray(np.asarray(last_full), jnp.float32)
   pvalid = np.repeat(first["valid"], int(np.prod(grid_size(config))))
   flat = first["feats"].reshape(-1, first["feats"].shape[-1])
-  bank, bank_valid = _pack(jnp.asarray(flat), jnp.asarray(pvalid), state.bank.shape[0])
+  bank, bank_valid = pf.pack_rows(jnp.asarray(flat), jnp.asarray(pvalid), state.bank.shape[0])
   return state.replace(centres=centres, centres_valid=centres_valid, bank=bank,
                        bank_valid=bank_valid, best_bank=bank, best_bank_valid=bank_valid,
                        best_params=state.params, holdout=holdout)
@@ -698,8 +626,8 @@ def with_bank(config: Config, state: SMCCState, bank: Any) -> SMCCState:
     raise ValueError(f"bank: expected [N >= knn_k={config.knn_k}, {d}], got {bank.shape}")
   if not np.all(np.isfinite(bank)):
     raise ValueError("bank: contains NaN or inf")
-  slots, _ = _bank_layout(bank.shape[0])
-  b, v = _pack(jnp.asarray(bank), jnp.ones((bank.shape[0],), bool), slots)
+  slots, _ = pf.bank_layout(bank.shape[0])
+  b, v = pf.pack_rows(jnp.asarray(bank), jnp.ones((bank.shape[0],), bool), slots)
   return state.replace(bank=b, bank_valid=v, best_bank=b, best_bank_valid=v)
 
 
