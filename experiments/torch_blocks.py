@@ -116,3 +116,153 @@ class TorchCoordAtt(tnn.Module):
     copy_bn(self.bn1, p["bn1"], s["bn1"])
     copy_conv(self.conv_h, p["conv_h"])
     copy_conv(self.conv_w, p["conv_w"])
+
+
+def _pwc_bn_branch(channels: int, reduction: int, pool: bool) -> tnn.Sequential:
+  inter = max(1, channels // reduction)
+  layers = [tnn.AdaptiveAvgPool2d(1)] if pool else []
+  # Dai et al. keep the conv biases; each is followed by a BN that cancels it (jaxad omits them).
+  layers += [tnn.Conv2d(channels, inter, 1, bias=False), tnn.BatchNorm2d(inter), tnn.ReLU(inplace=True),
+             tnn.Conv2d(inter, channels, 1, bias=False), tnn.BatchNorm2d(channels)]
+  return tnn.Sequential(*layers)
+
+
+def _load_branch(seq: tnn.Sequential, p: dict, s: dict, prefix: str) -> None:
+  off = 1 if isinstance(seq[0], tnn.AdaptiveAvgPool2d) else 0
+  copy_conv(seq[off], p[f"{prefix}_pwc1"])
+  copy_bn(seq[off + 1], p[f"{prefix}_bn1"], s[f"{prefix}_bn1"])
+  copy_conv(seq[off + 3], p[f"{prefix}_pwc2"])
+  copy_bn(seq[off + 4], p[f"{prefix}_bn2"], s[f"{prefix}_bn2"])
+
+
+class TorchMSCAM(tnn.Module):
+  """MS-CAM as in Dai et al.'s ``MS_CAM`` (github.com/YimianDai/open-aff): x * sigmoid(L(x) + G(x))."""
+
+  def __init__(self, channels, r=4):
+    super().__init__()
+    self.local_att = _pwc_bn_branch(channels, r, pool=False)
+    self.global_att = _pwc_bn_branch(channels, r, pool=True)
+
+  def weights(self, x):
+    return torch.sigmoid(self.local_att(x) + self.global_att(x))
+
+  def forward(self, x):
+    return x * self.weights(x)
+
+  def load(self, p, s):
+    """``p``, ``s``: the Flax MSCAM's params / batch_stats (holding ``weights``)."""
+    _load_branch(self.local_att, p["weights"], s["weights"], "local")
+    _load_branch(self.global_att, p["weights"], s["weights"], "global")
+
+
+class TorchAFF(TorchMSCAM):
+  """AFF-GAN's fusion ``x * w + y * (1 - w)``, ``w`` from MS-CAM's branches on ``x + y``.
+
+  (Dai et al.'s ``AFF`` code multiplies both terms by 2; the AFF-GAN paper's formula has no factor.)
+  """
+
+  def forward(self, x, y):
+    w = self.weights(x + y)
+    return x * w + y * (1 - w)
+
+
+class TorchDCGANEncoder(tnn.Module):
+  """GANomaly encoder (``networks.py``): conv 4/2/1 + LeakyReLU, conv-BN-LeakyReLU blocks to 4x4,
+  a 4x4 valid conv to the latent; optional MS-CAM after every feature-map block (SCGAN's E1).
+  Returns ``(latent [B, L], features [B, C, 4, 4])``."""
+
+  def __init__(self, channels, widths, latent, attention=False, r=4):
+    super().__init__()
+    self.blocks = tnn.ModuleList()
+    self.attn = tnn.ModuleList() if attention else None
+    cin = channels
+    for i, c in enumerate(widths):
+      layers = [tnn.Conv2d(cin, c, 4, 2, 1, bias=False)]
+      if i > 0:
+        layers.append(tnn.BatchNorm2d(c))
+      layers.append(tnn.LeakyReLU(0.2, inplace=True))
+      self.blocks.append(tnn.Sequential(*layers))
+      if attention:
+        self.attn.append(TorchMSCAM(c, r))
+      cin = c
+    self.latent = tnn.Conv2d(cin, latent, 4, 1, 0, bias=False)
+
+  def forward(self, x):
+    for i, block in enumerate(self.blocks):
+      x = block(x)
+      if self.attn is not None:
+        x = self.attn[i](x)
+    return self.latent(x).flatten(1), x
+
+  def load(self, p, s):
+    for i, block in enumerate(self.blocks):
+      copy_conv(block[0], p[f"block{i}"]["conv"])
+      if i > 0:
+        copy_bn(block[1], p[f"block{i}"]["bn"], s[f"block{i}"]["bn"])
+      if self.attn is not None:
+        self.attn[i].load(p[f"mscam{i}"], s[f"mscam{i}"])
+    copy_conv(self.latent, p["latent"])
+
+
+class TorchDCGANDecoder(tnn.Module):
+  """GANomaly decoder: ConvT 4/1/0 from the latent, ConvT 4/2/1 + BN + ReLU blocks, ConvT to the
+  image channels and Tanh."""
+
+  def __init__(self, channels, widths, latent):
+    super().__init__()
+    rev = list(reversed(widths))
+    layers = [tnn.ConvTranspose2d(latent, rev[0], 4, 1, 0, bias=False), tnn.BatchNorm2d(rev[0]),
+              tnn.ReLU(inplace=True)]
+    for cin, cout in zip(rev[:-1], rev[1:]):
+      layers += [tnn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), tnn.BatchNorm2d(cout),
+                 tnn.ReLU(inplace=True)]
+    layers += [tnn.ConvTranspose2d(rev[-1], channels, 4, 2, 1, bias=False), tnn.Tanh()]
+    self.net = tnn.Sequential(*layers)
+
+  def forward(self, z):
+    return self.net(z[:, :, None, None])
+
+  def load(self, p, s):
+    convs = [m for m in self.net if isinstance(m, tnn.ConvTranspose2d)]
+    bns = [m for m in self.net if isinstance(m, tnn.BatchNorm2d)]
+    names = ["latent"] + [f"up{i}" for i in range(len(convs) - 2)] + ["out"]
+    for conv, name in zip(convs, names):
+      copy_convt(conv, p[name])
+    for bn, name in zip(bns, names[:-1]):
+      copy_bn(bn, p[f"{name}_bn"], s[f"{name}_bn"])
+
+
+class TorchSCGANGenerator(tnn.Module):
+  """E1 (with MS-CAM) -> decoder -> E2, images in [0, 1] (fed as 2x - 1), as ``jaxad.models.scgan``."""
+
+  def __init__(self, channels, widths, latent, mscam=True, r=4):
+    super().__init__()
+    self.e1 = TorchDCGANEncoder(channels, widths, latent, attention=mscam, r=r)
+    self.dec = TorchDCGANDecoder(channels, widths, latent)
+    self.e2 = TorchDCGANEncoder(channels, widths, latent)
+
+  def forward(self, x):
+    z1, _ = self.e1(2 * x - 1)
+    y = self.dec(z1)
+    z2, _ = self.e2(y)
+    return (y + 1) / 2, z1, z2
+
+  def load(self, p, s):
+    self.e1.load(p["encoder1"], s["encoder1"])
+    self.dec.load(p["decoder"], s["decoder"])
+    self.e2.load(p["encoder2"], s.get("encoder2", {}))
+
+
+class TorchDiscriminator(tnn.Module):
+  """GANomaly discriminator: the encoder with a 1-unit latent; returns ``(logits [B], features)``."""
+
+  def __init__(self, channels, widths):
+    super().__init__()
+    self.enc = TorchDCGANEncoder(channels, widths, 1)
+
+  def forward(self, x):
+    logit, feat = self.enc(x)
+    return logit[:, 0], feat
+
+  def load(self, p, s):
+    self.enc.load(p["encoder"], s["encoder"])

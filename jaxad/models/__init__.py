@@ -19,7 +19,9 @@ __all__ = ["get", "names", "register", "Run", "REQUIRED", "OPTIONAL"]
 
 _REGISTRY: dict[str, str] = {
     "conv_ae": "jaxad.models.conv_ae",
+    "dfdaad": "jaxad.models.dfdaad",
     "ramfae": "jaxad.models.ramfae",
+    "scgan": "jaxad.models.scgan",
     "smcc": "jaxad.models.smcc",
 }
 _MODULES: dict[str, ModuleType] = {}  # modules registered as objects (e.g. defined in a test)

@@ -44,7 +44,7 @@ from jaxad.nn.conv import Conv2D
 __all__ = [
     "UPSAMPLE_METHODS", "default_upsample", "resolve_upsample", "batch_norm", "ConvBNReLU",
     "EncoderBlock", "Upsample2x", "ResidualDecoderBlock", "depth_to_space",
-    "transpose_kernel_to_subpixel", "conv1x1", "space_to_depth", "StridedConv",
+    "transpose_kernel_to_subpixel", "conv1x1", "conv_layer", "space_to_depth", "StridedConv",
 ]
 
 UPSAMPLE_METHODS = ("transpose", "subpixel")
@@ -111,17 +111,28 @@ class ConvBNReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    k, s = self.kernel_size, self.strides
-    if s == 1:  # same parameters as nn.Conv; exact pruning of all-padding taps
-      x = Conv2D(self.features, k, self.padding, self.dilation, self.use_bias, name="conv")(x)
-    elif k % s == 0 and self.dilation == 1:
-      x = StridedConv(self.features, k, s, self.padding, self.use_bias, name="conv")(x)
-    else:
-      x = nn.Conv(self.features, (k, k), strides=(s, s), padding=_pad(self.padding),
-                  kernel_dilation=(self.dilation, self.dilation), use_bias=self.use_bias,
-                  name="conv")(x)
+    x = conv_layer(self.features, self.kernel_size, self.strides, self.padding, self.dilation,
+                   self.use_bias, name="conv")(x)
     x = batch_norm(train, name="bn")(x)
     return nn.relu(x) if self.relu else x
+
+
+def conv_layer(features: int, kernel_size: int, strides: int = 1, padding: int = 0,
+               dilation: int = 1, use_bias: bool = False, name: str | None = None) -> nn.Module:
+  """The fastest exact form of a PyTorch ``Conv2d(k, s, padding, dilation)`` (NHWC).
+
+  Stride 1: :class:`jaxad.nn.conv.Conv2D` (prunes all-padding taps); ``k % s == 0``:
+  :class:`StridedConv` (space-to-depth, stride-1 forward and backward); otherwise ``nn.Conv``.
+  All three have the parameters of ``nn.Conv`` (``kernel [k, k, C_in, features]``, optional
+  ``bias``), so checkpoints do not depend on the form chosen.
+  """
+  k, s = kernel_size, strides
+  if s == 1:
+    return Conv2D(features, k, padding, dilation, use_bias, name=name)
+  if k % s == 0 and dilation == 1:
+    return StridedConv(features, k, s, padding, use_bias, name=name)
+  return nn.Conv(features, (k, k), strides=(s, s), padding=_pad(padding),
+                 kernel_dilation=(dilation, dilation), use_bias=use_bias, name=name)
 
 
 def space_to_depth(x: jax.Array, block: int = 2) -> jax.Array:
