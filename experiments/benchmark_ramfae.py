@@ -41,7 +41,9 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this file may be loaded by path
-from torch_blocks import CBR, TorchASPP, TorchCoordAtt, copy_bn, copy_conv, copy_convt  # noqa: E402
+from benchmark_steps import interleaved, print_throughput_table  # noqa: E402
+from torch_blocks import (CBR, TorchASPP, TorchCoordAtt, copy_bn, copy_conv, copy_convt,  # noqa: E402
+                          ssim_map)
 
 RUN_STEPS = 3250  # the cosine schedule's length: the paper's 250 epochs of bottle at batch 16
 
@@ -137,27 +139,11 @@ def _gms(x, y, c_const=170.0 / 255.0 ** 2):
   return (2 * mx * my + c_const) / (mx ** 2 + my ** 2 + c_const)
 
 
-def _ssim(x, y, size=11, sigma=1.5):
-  ch = x.shape[1]
-  g = torch.exp(-(torch.arange(size, dtype=torch.float32) - size // 2) ** 2 / (2 * sigma ** 2))
-  g = (g / g.sum()).to(x)
-  kh, kw = g.view(1, 1, size, 1).repeat(ch, 1, 1, 1), g.view(1, 1, 1, size).repeat(ch, 1, 1, 1)
-
-  def filt(a):
-    a = F.pad(a, (size // 2,) * 4, mode="reflect")
-    return F.conv2d(F.conv2d(a, kh, groups=ch), kw, groups=ch)
-
-  c1, c2 = 0.01 ** 2, 0.03 ** 2
-  mx, my = filt(x), filt(y)
-  sxx, syy, sxy = filt(x * x) - mx ** 2, filt(y * y) - my ** 2, filt(x * y) - mx * my
-  return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
-
-
 def torch_loss(recon, target):
   """Mean over the batch of GMSD + (1 - SSIM) + MSE (images in [0, 1])."""
   gms = _gms(recon, target)
   gmsd = gms.flatten(2).std(2, unbiased=False).mean(1)
-  ssim = _ssim(recon, target).flatten(1).mean(1)
+  ssim = ssim_map(recon, target).flatten(1).mean(1)
   mse = ((recon - target) ** 2).flatten(1).mean(1)
   return (gmsd + (1 - ssim) + mse).mean()
 
@@ -228,28 +214,6 @@ class _JaxStep:
     self.jax.block_until_ready((self.state, m))
 
 
-def _run(steppers: dict, steps: int, warmup: int) -> dict:
-  """Warm-up, then ``steps`` rounds that run every stepper once each, alternating the order.
-
-  Interleaving makes every implementation see the same background load on a shared
-  machine. Returns per-step wall and CPU (``process_time``) seconds and the first-step time.
-  """
-  out = {}
-  for name, fn in steppers.items():
-    t0 = time.perf_counter()
-    for i in range(max(warmup, 1)):
-      fn(i)
-    out[name] = {"first": time.perf_counter() - t0, "wall": [], "cpu": []}
-  names = list(steppers)
-  for i in range(steps):
-    for name in (names if i % 2 == 0 else names[::-1]):
-      w0, c0 = time.perf_counter(), time.process_time()
-      steppers[name](warmup + i)
-      out[name]["cpu"].append(time.process_time() - c0)
-      out[name]["wall"].append(time.perf_counter() - w0)
-  return out
-
-
 def main(argv) -> None:
   del argv
   from absl import flags
@@ -285,27 +249,14 @@ def main(argv) -> None:
   if not f.skip_torch:
     steppers[torch_name] = _TorchStep(cfg, images)
   t_start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-  res = _run(steppers, f.steps, f.warmup)
+  res = interleaved(steppers, f.steps, f.warmup)
   b = f.batch_size
   print(f"\nRAMFAE training throughput, {f.image_size}x{f.image_size}x{f.channels}, batch {b}, widths "
         f"{ramfae.widths(cfg)}, {f.steps} interleaved timed steps after {f.warmup} warm-up; jax "
         f"{jax.__version__} backend {jax.default_backend()}, {os.cpu_count()} CPUs, {threads} thread(s) "
         f"each; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; GLIBC_TUNABLES="
         f"{os.environ.get('GLIBC_TUNABLES', '')!r}; timed from {t_start} UTC\n")
-  ref = res.get(torch_name)
-  print("| implementation | images/s (median wall) | vs PyTorch | images/s (best wall) | vs PyTorch "
-        "| images/s (median CPU time) | vs PyTorch | warm-up steps (s; incl. compile) |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-  for name, r in res.items():
-    ips = {k: b / float(np.median(r[k])) for k in ("wall", "cpu")}
-    best = b / float(np.min(r["wall"]))
-    rips = None if ref is None else {k: b / float(np.median(ref[k])) for k in ("wall", "cpu")}
-    rbest = None if ref is None else b / float(np.min(ref["wall"]))
-    rat = lambda a, c: "-" if c is None else f"{a / c:.2f}x"
-    print(f"| {name} | {ips['wall']:.2f} | {rat(ips['wall'], rips and rips['wall'])} | {best:.2f} | "
-          f"{rat(best, rbest)} | {ips['cpu']:.2f} | {rat(ips['cpu'], rips and rips['cpu'])} | "
-          f"{r['first']:.1f} |")
-
+  print_throughput_table(res, b, torch_name)
 
 if __name__ == "__main__":
   from absl import app, flags

@@ -49,6 +49,23 @@ def bn_stats(bn: tnn.BatchNorm2d) -> dict:
   return {"mean": bn.running_mean.numpy(), "var": bn.running_var.numpy()}
 
 
+def ssim_map(x: torch.Tensor, y: torch.Tensor, size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+  """SSIM map (Gaussian window 11 / 1.5, reflect padding, data range 1) of NCHW images."""
+  ch = x.shape[1]
+  g = torch.exp(-(torch.arange(size, dtype=torch.float32) - size // 2) ** 2 / (2 * sigma ** 2))
+  g = (g / g.sum()).to(x)
+  kh, kw = g.view(1, 1, size, 1).repeat(ch, 1, 1, 1), g.view(1, 1, 1, size).repeat(ch, 1, 1, 1)
+
+  def filt(a):
+    a = tnn.functional.pad(a, (size // 2,) * 4, mode="reflect")
+    return tnn.functional.conv2d(tnn.functional.conv2d(a, kh, groups=ch), kw, groups=ch)
+
+  c1, c2 = 0.01 ** 2, 0.03 ** 2
+  mx, my = filt(x), filt(y)
+  sxx, syy, sxy = filt(x * x) - mx ** 2, filt(y * y) - my ** 2, filt(x * y) - mx * my
+  return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
+
+
 class CBR(tnn.Sequential):
   def __init__(self, cin, cout, k=3, s=1, p=1, d=1):
     super().__init__(tnn.Conv2d(cin, cout, k, s, p, dilation=d, bias=False), tnn.BatchNorm2d(cout),

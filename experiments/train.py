@@ -29,7 +29,8 @@ after training their scores give the threshold (the ``--threshold_quantile``
 of the normal scores) and the normalisation (``--score_normalization``).
 ``--calibration_dir`` (a folder with ``normal/`` and ``abnormal/`` images,
 not the test set) makes the threshold F1-optimal on those labelled images.
-``--val_fraction=0`` trains on every image and stores no threshold.
+``--val_fraction=0`` trains on every image and stores no threshold; it is the
+default of methods that normalise scores over a whole test set (SCGAN).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ flags.DEFINE_integer("max_steps", 0, "Stop after this global step (0: no limit).
 flags.DEFINE_integer("num_devices", 0, "Devices in the data mesh (0: all).")
 flags.DEFINE_integer("num_samples", 8, "Training images shown in samples.png (0: none).")
 flags.DEFINE_float("val_fraction", 0.1, "Share of the training images held out (never trained on) "
-                   "to choose the decision threshold; 0 = train on all, no threshold.")
+                   "to choose the decision threshold; 0 = train on all, no threshold (always 0 "
+                   "for methods that normalise over the test set, e.g. SCGAN).")
 flags.DEFINE_float("threshold_quantile", 0.99, "Threshold = this quantile of the held-out normal "
                    "images' scores.")
 flags.DEFINE_enum("score_normalization", "minmax", ["minmax", "quantile"], "Score normalisation "
@@ -136,12 +138,23 @@ def check_flags() -> None:
       raise FlagError(f"--calibration_dir={cal} must hold normal/ and abnormal/ image folders")
 
 
-def resolve_val_fraction(workdir: Path) -> float:
+def resolve_val_fraction(workdir: Path, method: Any) -> float:
   """``--val_fraction``, or the saved one of a resumed run when the flag is not given.
 
+  A method that normalises its scores over a whole test set (a ``normalize`` hook: SCGAN's
+  min-max) has no per-image threshold, so it holds out nothing unless asked: its default is 0.
+
   Raises:
-    FlagError: the flag differs from the run being resumed (a different training set).
+    FlagError: the flag differs from the run being resumed (a different training set), or asks
+      to hold out images for a method that cannot use them.
   """
+  if hasattr(method, "normalize"):
+    if FLAGS["val_fraction"].present and FLAGS.val_fraction > 0:
+      name = getattr(method, "NAME", method.__name__)
+      raise FlagError(f"--val_fraction={FLAGS.val_fraction}: {name} normalises its scores "
+                      "over a whole test set (no per-image threshold to calibrate); use "
+                      "--val_fraction=0 (its default)")
+    return 0.0
   run_file = workdir / "run.json"
   if not run_file.is_file():
     return FLAGS.val_fraction
@@ -276,7 +289,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"cannot load --dataset={FLAGS.dataset} from --data_dir="
                          f"{FLAGS.data_dir}: {e}") from None
   try:
-    val_fraction = resolve_val_fraction(Path(FLAGS.workdir))
+    val_fraction = resolve_val_fraction(Path(FLAGS.workdir), method)
   except FlagError as e:
     raise app.UsageError(str(e)) from None
   val = None

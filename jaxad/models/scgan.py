@@ -35,19 +35,18 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxad import augment, losses, maps
+from jaxad.models import _gan
 from jaxad.models._validate import check_images
 from jaxad.models.protocol import Run
-from jaxad.nn.gan import DCGANDecoder, DCGANEncoder, Discriminator, check_gan_size, dcgan_init, dcgan_widths
+from jaxad.nn.gan import DCGANDecoder, DCGANEncoder, Discriminator, check_gan_size, dcgan_widths
 from jaxad.nn.layers import resolve_upsample
 from jaxad.train.state import GANState, TrainState
 
@@ -57,7 +56,6 @@ __all__ = ["NAME", "AUGMENTATIONS", "Config", "Generator", "widths", "init", "tr
 NAME = "scgan"
 AUGMENTATIONS = ("none", "copy_paste", "copy_paste_jitter", "cutout", "cutout_color", "confetti")
 ENCODER_LOSSES = ("mse", "l2")
-WEIGHT_INITS = ("dcgan", "lecun")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,25 +122,19 @@ class Config:
     if self.max_features is not None and (not isinstance(self.max_features, (int, np.integer))
                                           or self.max_features < 1):
       raise ValueError(f"Config.max_features must be None or a positive int, got {self.max_features!r}")
-    if self.channels not in (1, 3):
-      raise ValueError(f"Config.channels must be 1 or 3, got {self.channels!r}")
     resolve_upsample(self.upsample)
+    _gan.check_common(self)
     for name, value, allowed in (("augmentation", self.augmentation, AUGMENTATIONS),
-                                 ("encoder_loss", self.encoder_loss, ENCODER_LOSSES),
-                                 ("weight_init", self.weight_init, WEIGHT_INITS)):
+                                 ("encoder_loss", self.encoder_loss, ENCODER_LOSSES)):
       if value not in allowed:
         raise ValueError(f"Config.{name} must be one of {allowed}, got {value!r}")
     if isinstance(self.num_patches, bool) or not isinstance(self.num_patches, int) or self.num_patches < 0:
       raise ValueError(f"Config.num_patches must be an int >= 0, got {self.num_patches!r}")
     if not 0.0 < self.patch_area < 1.0:
       raise ValueError(f"Config.patch_area must be in (0, 1), got {self.patch_area}")
-    for name in ("jitter", "enc_weight", "con_weight", "adv_weight", "ssim_weight",
-                 "d_reinit_threshold", "smooth_sigma"):
+    for name in ("jitter", "enc_weight", "con_weight", "adv_weight", "ssim_weight", "smooth_sigma"):
       if not getattr(self, name) >= 0:
         raise ValueError(f"Config.{name} must be >= 0, got {getattr(self, name)}")
-    if not self.learning_rate > 0 or not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-      raise ValueError(f"Config needs learning_rate > 0 and betas in [0, 1), got "
-                       f"{self.learning_rate}, {self.beta1}, {self.beta2}")
     if not 0.0 <= self.score_beta <= 1.0:
       raise ValueError(f"Config.score_beta must be in [0, 1], got {self.score_beta}")
 
@@ -175,21 +167,6 @@ def _discriminator(config: Config) -> Discriminator:
   return Discriminator(widths(config))
 
 
-def _optimizer(config: Config) -> optax.GradientTransformation:
-  return optax.adam(config.learning_rate, b1=config.beta1, b2=config.beta2)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _net_variables(config: Config, module: nn.Module, key: jax.Array) -> dict[str, Any]:
-  """Variables of ``module`` (GANomaly's init when ``weight_init="dcgan"``), jitted once per pair."""
-  k_init, k_draw = jax.random.split(key)
-  shape = (1, config.image_size, config.image_size, config.channels)
-  variables = dict(module.init(k_init, jnp.zeros(shape, jnp.float32), train=False))
-  if config.weight_init == "dcgan":
-    variables["params"] = dcgan_init(k_draw, variables["params"])
-  return variables
-
-
 def init(config: Config, run: Run, key: jax.Array, example_batch: dict[str, Any]) -> GANState:
   """A fresh SCGAN state: generator and discriminator train states (parameters, BN, Adam).
 
@@ -209,15 +186,7 @@ def init(config: Config, run: Run, key: jax.Array, example_batch: dict[str, Any]
   if not isinstance(example_batch, dict) or "image" not in example_batch:
     raise ValueError("example_batch must be a dict with an 'image' entry")
   check_images(example_batch["image"], config, "example_batch['image']")
-  k_g, k_d, k_state = jax.random.split(key, 3)
-  tx = _optimizer(config)
-  g = _net_variables(config, Generator(config), k_g)
-  d = _net_variables(config, _discriminator(config), k_d)
-  return GANState.create(
-      key=k_state,
-      generator=TrainState.create(params=g["params"], tx=tx, key=k_g, batch_stats=g["batch_stats"]),
-      discriminator=TrainState.create(params=d["params"], tx=tx, key=k_d,
-                                      batch_stats=d["batch_stats"]))
+  return _gan.init_state(config, Generator(config), _discriminator(config), key)
 
 
 def param_count(config: Config) -> dict[str, int]:
@@ -251,33 +220,10 @@ def _encoder_distance(config: Config, z1: jax.Array, z2: jax.Array) -> jax.Array
   return jnp.sqrt(jnp.sum(sq, axis=-1) + 1e-12)
 
 
-def _weighted_mean(v: jax.Array, w: jax.Array) -> jax.Array:
-  return jnp.sum(v * w) / jnp.maximum(jnp.sum(w), 1.0)
-
-
 def reinit_discriminator(config: Config, d_state: TrainState, loss_d: jax.Array,
                          key: jax.Array) -> tuple[TrainState, jax.Array]:
-  """GANomaly's rule: re-draw D's parameters and statistics when ``loss_d < d_reinit_threshold``.
-
-  ``if self.err_d.item() < 1e-5: self.reinit_d()`` (GANomaly ``update_netd``, the loss before the
-  update); the optimiser state is kept, as there. Written with ``jnp.where`` so that the step stays
-  one compiled function; ``d_reinit_threshold = 0`` removes the rule at trace time.
-
-  Args:
-    config: :class:`Config` (static).
-    d_state: the discriminator's train state.
-    loss_d: scalar discriminator loss.
-    key: typed PRNG key of the fresh parameters.
-  Returns:
-    ``(d_state', fired)`` with ``fired`` a bool scalar.
-  """
-  if config.d_reinit_threshold <= 0:
-    return d_state, jnp.zeros((), bool)
-  fired = loss_d < config.d_reinit_threshold
-  fresh = _net_variables(config, _discriminator(config), key)
-  pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(fired, a, b), new, old)  # noqa: E731
-  return d_state.replace(params=pick(fresh["params"], d_state.params),
-                         batch_stats=pick(fresh["batch_stats"], d_state.batch_stats)), fired
+  """GANomaly's D re-initialisation (:func:`jaxad.models._gan.reinit_discriminator`) for SCGAN's D."""
+  return _gan.reinit_discriminator(config, _discriminator(config), d_state, loss_d, key)
 
 
 def train_step(config: Config, run: Run, state: GANState, batch: dict[str, jax.Array],
@@ -306,7 +252,7 @@ def train_step(config: Config, run: Run, state: GANState, batch: dict[str, jax.A
   inputs = _augment(config, k_aug, x)
   gen, disc = Generator(config), _discriminator(config)
   g_state, d_state = state.generator, state.discriminator
-  tx = _optimizer(config)
+  tx = _gan.optimizer(config)
 
   def g_loss(params: Any) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any, jax.Array]]:
     (fake, z1, z2), upd = gen.apply({"params": params, "batch_stats": g_state.batch_stats}, inputs,
@@ -318,7 +264,7 @@ def train_step(config: Config, run: Run, state: GANState, batch: dict[str, jax.A
              "adv": jax.nn.softplus(-logit_fake)}
     if config.ssim_weight > 0:
       terms["ssim_loss"] = losses.ssim_loss(fake, x, max_val=1.0)
-    means = {k: _weighted_mean(v, w) for k, v in terms.items()}
+    means = {k: _gan.weighted_mean(v, w) for k, v in terms.items()}
     total = (config.enc_weight * means["enc"] + config.con_weight * means["con"]
              + config.adv_weight * means["adv"])
     if config.ssim_weight > 0:
@@ -328,18 +274,7 @@ def train_step(config: Config, run: Run, state: GANState, batch: dict[str, jax.A
 
   (_, (g_metrics, g_stats, fake)), g_grads = jax.value_and_grad(g_loss, has_aux=True)(g_state.params)
   g_state = g_state.apply_gradients(tx, g_grads, batch_stats=g_stats)
-  fake = jax.lax.stop_gradient(fake)
-
-  def d_loss(params: Any) -> tuple[jax.Array, Any]:
-    (logit_real, _), upd = disc.apply({"params": params, "batch_stats": d_state.batch_stats},
-                                      2.0 * x - 1.0, train=True, mutable=["batch_stats"])
-    (logit_fake, _), upd = disc.apply({"params": params, "batch_stats": upd["batch_stats"]},
-                                      2.0 * fake - 1.0, train=True, mutable=["batch_stats"])
-    loss = _weighted_mean(jax.nn.softplus(-logit_real), w) + _weighted_mean(jax.nn.softplus(logit_fake), w)
-    return loss, upd["batch_stats"]
-
-  (loss_d, d_stats), d_grads = jax.value_and_grad(d_loss, has_aux=True)(d_state.params)
-  d_state = d_state.apply_gradients(tx, d_grads, batch_stats=d_stats)
+  d_state, loss_d = _gan.discriminator_update(config, disc, d_state, 2.0 * x - 1.0, 2.0 * fake - 1.0, w)
   d_state, reinit = reinit_discriminator(config, d_state, loss_d, k_reinit)
   metrics = {k: v.astype(jnp.float32) for k, v in g_metrics.items()}
   metrics["loss_d"] = loss_d.astype(jnp.float32)
@@ -381,11 +316,6 @@ def anomaly_score(config: Config, con: np.ndarray, enc: np.ndarray) -> np.ndarra
           + (1.0 - config.score_beta) * np.asarray(enc, np.float64))
 
 
-def _minmax(x: np.ndarray) -> np.ndarray:
-  lo, hi = float(np.min(x)), float(np.max(x))
-  return ((x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)).astype(np.float32)
-
-
 def normalize(config: Config, scores: dict[str, np.ndarray],
               maps_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Eq. 11 then min-max over the whole test set (scores and maps separately).
@@ -398,4 +328,5 @@ def normalize(config: Config, scores: dict[str, np.ndarray],
     ``scores [N]`` in ``[0, 1]`` and ``maps [N, S, S]`` in ``[0, 1]`` (one min and max over all
     pixels of all maps), float32. A constant input gives zeros.
   """
-  return _minmax(anomaly_score(config, scores["con"], scores["enc"])), _minmax(np.asarray(maps_))
+  return (_gan.minmax(anomaly_score(config, scores["con"], scores["enc"])),
+          _gan.minmax(maps_))

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import run_jax_subprocess
 from jaxad import augment
-from jaxad.models import scgan
+from jaxad.models import _gan, scgan
 from jaxad.nn.gan import Discriminator
 from jaxad.train import loop
 from jaxad.train.mesh import make_mesh, to_host
@@ -118,7 +118,7 @@ def test_discriminator_reinit_fires_only_below_the_threshold(trained):
     np.testing.assert_array_equal(a, b)
   new, fired = reinit(CFG, d, jnp.float32(1e-6), key)  # below GANomaly's 1e-5
   assert bool(fired)
-  fresh = scgan._net_variables(CFG, scgan._discriminator(CFG), key)
+  fresh = _gan.net_variables(CFG, scgan._discriminator(CFG), key)
   for a, b in zip(leaves(new.params), leaves(fresh["params"])):
     np.testing.assert_array_equal(a, b)
   for a, b in zip(leaves(new.opt_state), leaves(d.opt_state)):  # Adam state kept, as GANomaly
