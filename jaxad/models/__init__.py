@@ -18,6 +18,7 @@ from jaxad.models.protocol import OPTIONAL, REQUIRED, Run, check_method
 __all__ = ["get", "names", "register", "Run", "REQUIRED", "OPTIONAL"]
 
 _REGISTRY: dict[str, str] = {
+    "affgan": "jaxad.models.affgan",
     "conv_ae": "jaxad.models.conv_ae",
     "dfdaad": "jaxad.models.dfdaad",
     "ramfae": "jaxad.models.ramfae",
