@@ -36,6 +36,7 @@ with ``--dfdaad_paper``; k-means bank of ``--dfdaad_bank_size``; attention train
 * ``dfdaad_branch_a``      : branch A only (CBAM branch, one backbone, one layer);
 * ``dfdaad_bank<n>``       : bank of ``n`` centres (``n >= 1``) or the fraction ``n`` (< 1);
 * ``dfdaad_compactness``   : the plain (not scale-free) compactness objective;
+* ``dfdaad_unbalanced``    : the branches concatenated as they come (no per-branch scaling);
 * ``dfdaad_epochs<n>`` / ``dfdaad_lr<x>``: other training lengths / step sizes.
 
 DFDA-AD entries combine with ``:`` too (``dfdaad_one_backbone:untrained``). Rows whose features are
@@ -321,6 +322,8 @@ def dfdaad_row_config(row: str, base: dfdaad.Config, epochs: int) -> tuple[dfdaa
       config = rep(backbone_b=None)
     elif name == "compactness":
       config = rep(objective="compactness")
+    elif name == "unbalanced":
+      config = rep(balance_branches=False)
     elif name.startswith("bank") and name[4:].replace(".", "", 1).isdigit():
       config = rep(bank_size=float(name[4:]) if "." in name[4:] else int(name[4:]))
     elif name.startswith("epochs") and name[6:].isdigit():
@@ -332,7 +335,7 @@ def dfdaad_row_config(row: str, base: dfdaad.Config, epochs: int) -> tuple[dfdaa
   return config, epochs
 
 
-_BANKS: dict = {}  # features-before-training key -> ((bank, bank_valid, counts), k-means seconds)
+_BANKS: dict = {}  # features-before-training key -> (prepared arrays, k-means seconds)
 
 
 def _bank_key(config: dfdaad.Config, run: Run) -> tuple:
@@ -352,9 +355,10 @@ def _shared_bank_prepare(config, run, key, state, batches):
     t0 = time.perf_counter()
     s = dfdaad.prepare(config, run, key, state, batches)
     jax.block_until_ready(s.bank)
-    _BANKS[k] = ((s.bank, s.bank_valid, s.counts), time.perf_counter() - t0)
-  (bank, valid, counts), _ = _BANKS[k]
-  return state.replace(bank=bank, bank_valid=valid, counts=counts)
+    arrays = dict(bank=s.bank, bank_valid=s.bank_valid, counts=s.counts,
+                  branch_scale=s.branch_scale)
+    _BANKS[k] = (arrays, time.perf_counter() - t0)
+  return state.replace(**_BANKS[k][0])
 
 
 SHARED_BANK_DFDAAD = types.ModuleType("dfdaad_shared_bank", "dfdaad with a memoised prepare")

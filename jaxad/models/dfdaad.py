@@ -9,7 +9,9 @@ Method (Masoudi, J. Modeling in Engineering 2024, Sects. 2-3, Fig. 1):
 2. **Dual attention**: :class:`jaxad.nn.attention.CBAMVariant` on branch A,
    :class:`jaxad.nn.attention.QueryKeyAttention` on branch B (each can be switched off).
 3. **Patch features**: both attended maps are resized to the stride-8 grid (28x28) and concatenated
-   (:func:`jaxad.models.patch_features.fuse_layers`, with PatchCore's 3x3 local average).
+   (:func:`jaxad.models.patch_features.fuse_layers`, with PatchCore's 3x3 local average). With
+   ``balance_branches`` each branch is first scaled by ``1 / sqrt(mean ||f_branch||^2)`` over the
+   training patches (fixed by :func:`prepare`), so that neither backbone dominates the distances.
 4. **Memory bank**: k-means (k-means++ seeding, at most ``kmeans_max_iter = 100`` Lloyd iterations,
    :func:`jaxad.cluster.kmeans`) of all training patches; ``bank_size`` centres (a fraction of the
    training patches if < 1, else a count).
@@ -58,7 +60,8 @@ from jaxad.progress import log
 
 __all__ = ["NAME", "Config", "DFDAState", "OBJECTIVES", "init", "prepare", "train_step", "predict",
            "paper_config", "patch_features", "extract_patches", "grid_size", "feature_dim",
-           "branch_shapes", "bank_capacity", "bank_count", "compactness", "memory_bytes"]
+           "branch_shapes", "branch_columns", "branch_scales", "bank_capacity", "bank_count",
+           "compactness", "memory_bytes"]
 
 NAME = "dfdaad"
 PyTree = Any
@@ -91,6 +94,10 @@ class Config:
     gate_scale: gates are ``gate_scale * sigmoid`` (paper: sigmoid alone; 2 makes the identity-
       initialised blocks exactly the identity).
     pool: odd local averaging window applied to each attended map before fusion (PatchCore: 3).
+    balance_branches: scale each branch to a unit mean squared patch norm over the training set
+      (:func:`branch_scales`; the paper concatenates the two maps without a word on their scales:
+      EfficientNet-Lite0's stride-16 patches have ~60x the squared norm of MobileNetV2's stride-8
+      ones on MVTec bottle, so unscaled they decide every distance).
     bank_size: k-means centres: a fraction of the training patches if ``< 1`` (0.01: 1,639 on
       MVTec bottle), a count if ``>= 1`` (an integer value).
     kmeans_max_iter: Lloyd iterations at most (paper: 100).
@@ -120,6 +127,7 @@ class Config:
   qk_pool: int = 3
   gate_scale: float = 2.0
   pool: int = 3
+  balance_branches: bool = True
   bank_size: float = 0.01
   kmeans_max_iter: int = 100
   kmeans_tol: float = 1e-4
@@ -198,6 +206,8 @@ class DFDAState(struct.PyTreeNode):
     bank: ``[S, D]`` float32 k-means centres (``S`` from :func:`bank_capacity`, padded rows zero).
     bank_valid: ``[S]`` bool, True for the real centres.
     counts: ``[S]`` float32 patches seen per centre (k-means cluster sizes, then mini-batch counts).
+    branch_scale: ``[n_branches]`` float32 factor of each attended branch (ones until
+      :func:`prepare` balances them).
   """
   step: jax.Array
   key: jax.Array
@@ -208,6 +218,7 @@ class DFDAState(struct.PyTreeNode):
   bank: jax.Array
   bank_valid: jax.Array
   counts: jax.Array
+  branch_scale: jax.Array
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -234,6 +245,27 @@ def branch_shapes(config: Config) -> dict[str, tuple[int, int, int]]:
 def feature_dim(config: Config) -> int:
   """Patch-vector dimension ``D = C_a + C_b`` (144 by default, 1536 for the paper's pair)."""
   return sum(c for _, _, c in branch_shapes(config).values())
+
+
+def branch_columns(config: Config) -> list[slice]:
+  """The columns of each branch in a patch vector, in concatenation order (A, then B)."""
+  out, start = [], 0
+  for _, _, c in branch_shapes(config).values():
+    out.append(slice(start, start + c))
+    start += c
+  return out
+
+
+def branch_scales(config: Config, patches: np.ndarray) -> np.ndarray:
+  """``[n_branches]`` float32 ``1 / sqrt(mean_i ||f_branch,i||^2)`` of ``patches [N, D]``.
+
+  Local averaging and resizing are linear, so scaling a branch's map scales its columns.
+  """
+  out = []
+  for cols in branch_columns(config):
+    ms = float(np.mean(np.sum(np.square(patches[:, cols], dtype=np.float64), axis=1)))
+    out.append(1.0 / np.sqrt(max(ms, 1e-12)))
+  return np.asarray(out, np.float32)
 
 
 def bank_count(config: Config, n_patches: int) -> int:
@@ -294,8 +326,9 @@ def patch_features(config: Config, state: DFDAState, params: PyTree, images: jax
     images: ``[B, H, W, channels]`` float32 in [0, 1] (H = W = ``image_size``).
 
   Returns:
-    ``[B, h, w, D]`` float32 (``grid_size``, ``feature_dim``): ``[CBAM(A) | QK(B)]`` after a
-    ``pool x pool`` local average and bilinear resizing to the grid.
+    ``[B, h, w, D]`` float32 (``grid_size``, ``feature_dim``): ``[s_a CBAM(A) | s_b QK(B)]``
+    (``s = state.branch_scale``) after a ``pool x pool`` local average and bilinear resizing to
+    the grid.
   """
   maps = _backbone_maps(config, state, images)
   mods = _attention_modules(config)
@@ -303,6 +336,7 @@ def patch_features(config: Config, state: DFDAState, params: PyTree, images: jax
     maps["a"] = mods["cbam"].apply({"params": params["cbam"]}, maps["a"])
   if "qk" in mods:
     maps["b"] = mods["qk"].apply({"params": params["qk"]}, maps["b"])
+  maps = {k: maps[k] * state.branch_scale[i] for i, k in enumerate(sorted(maps))}
   return pf.fuse_layers(maps, sorted(maps), grid_size(config), pool=config.pool)
 
 
@@ -382,7 +416,8 @@ def init(config: Config, run: Run, key: jax.Array, example_batch: Mapping[str, A
                    backbone_a=var_a, backbone_b=var_b, params=params,
                    opt_state=_optimizer(config).init(params),
                    bank=jnp.zeros((slots, d), jnp.float32), bank_valid=jnp.zeros((slots,), bool),
-                   counts=jnp.zeros((slots,), jnp.float32))
+                   counts=jnp.zeros((slots,), jnp.float32),
+                   branch_scale=jnp.ones((len(shapes),), jnp.float32))
 
 
 def prepare(config: Config, run: Run, key: jax.Array, state: DFDAState,
@@ -397,19 +432,31 @@ def prepare(config: Config, run: Run, key: jax.Array, state: DFDAState,
     batches: returns an iterator over every training image once (``valid`` marks real rows).
 
   Returns:
-    The state with ``bank`` (``bank_count`` centres, padded), ``bank_valid`` and ``counts`` (the
-    cluster sizes).
+    The state with ``bank`` (``bank_count`` centres, padded), ``bank_valid``, ``counts`` (the
+    cluster sizes) and, with ``balance_branches``, ``branch_scale`` (the bank is built from the
+    balanced patches).
 
   References:
     DFDA-AD Sect. 2 ("K-means ... for clustering and, because it subsamples the data") and Sect. 3
     (at most 100 k-means iterations).
   """
   t0 = time.perf_counter()
+  slots = state.bank.shape[0]
+  if config.bank_size >= 1 and int(config.bank_size) > slots:  # a count: fail before extracting
+    raise ValueError(f"bank_size: {int(config.bank_size)} centres do not fit in the {slots} bank "
+                     f"rows sized from run (steps_per_epoch={run.steps_per_epoch}, "
+                     f"batch_size={run.batch_size})")
   x = extract_patches(config, state, batches())
+  scale = state.branch_scale
+  if config.balance_branches:
+    s = branch_scales(config, x)
+    for cols, si in zip(branch_columns(config), s):
+      x[:, cols] *= si
+    scale = scale * jnp.asarray(s)
+    log("dfdaad: branch scales %s", np.asarray(scale).round(4).tolist())
   k = bank_count(config, x.shape[0])
   if k > x.shape[0]:
     raise ValueError(f"bank_size: {k} centres but only {x.shape[0]} training patches")
-  slots = state.bank.shape[0]
   if k > slots:
     raise ValueError(f"prepare: {k} centres do not fit in the {slots} bank rows sized from run "
                      f"(steps_per_epoch={run.steps_per_epoch}, batch_size={run.batch_size})")
@@ -418,7 +465,8 @@ def prepare(config: Config, run: Run, key: jax.Array, state: DFDAState,
   bank, valid = pf.pack_rows(res.centers, jnp.ones((k,), bool), slots)
   log("dfdaad: %d training patches of dim %d, k-means %d centres in %d iterations, %.1fs",
       x.shape[0], x.shape[1], k, int(res.n_iter), time.perf_counter() - t0)
-  return state.replace(bank=bank, bank_valid=valid, counts=jnp.pad(counts, (0, slots - k)))
+  return state.replace(bank=bank, bank_valid=valid, counts=jnp.pad(counts, (0, slots - k)),
+                       branch_scale=scale)
 
 
 def compactness(patches: jax.Array, weights: jax.Array, bank: jax.Array, bank_valid: jax.Array,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import run_jax_subprocess
-from jaxad import backbones, cluster, maps as maps_lib
+from jaxad import backbones, cluster, data, maps as maps_lib
 from jaxad.models import dfdaad
 from jaxad.models import patch_features as pf
 from jaxad.models.protocol import Run
@@ -42,8 +42,10 @@ def _feats(state, images):
   return np.asarray(dfdaad._features(CONFIG, state, jnp.asarray(images)), np.float64)
 
 
-def _step(state, batch):
-  """The engine's compiled train step (the one ``fit`` used)."""
+def _step(state, images, valid=(True, True, True, True)):
+  """The engine's compiled train step (the one ``fit`` used: same batch keys, no recompilation)."""
+  batch = dict(next(data.batches(data.as_split(images), 4, seed=1, shuffle=False)))
+  batch["valid"] = np.asarray(valid, bool)
   mesh = make_mesh()
   return loop.make_train_step(dfdaad, mesh)(CONFIG, RUN, replicate(state, mesh),
                                              shard_batch(batch, data_sharding(mesh)))
@@ -102,6 +104,18 @@ def test_bank_is_kmeans_of_the_training_patches_and_seeded(prepared):
   images, state, bank_state = prepared
   x = dfdaad.extract_patches(CONFIG, state, _batches(images))
   assert x.shape == (8 * 64, 64)
+  # Balanced branches: columns 0-23 (A) and 24-63 (B) scaled to a unit mean squared norm.
+  scale = dfdaad.branch_scales(CONFIG, x)
+  want = [1 / np.sqrt(np.mean(np.sum(x[:, c].astype(np.float64) ** 2, 1))) for c in (slice(0, 24),
+                                                                                   slice(24, 64))]
+  np.testing.assert_allclose(scale, want, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(bank_state.branch_scale), scale, rtol=1e-6)
+  x[:, :24] *= scale[0]
+  x[:, 24:] *= scale[1]
+  balanced = dfdaad.extract_patches(CONFIG, bank_state, _batches(images))
+  np.testing.assert_allclose(balanced, x, rtol=1e-5, atol=1e-6)  # predict sees the same scaling
+  for c in (slice(0, 24), slice(24, 64)):
+    np.testing.assert_allclose(np.mean(np.sum(x[:, c].astype(np.float64) ** 2, 1)), 1.0, rtol=1e-5)
   ref = cluster.kmeans(rng.stream(1, rng.PREPARE), x, 16, max_iter=100, tol=1e-4)
   np.testing.assert_array_equal(np.asarray(bank_state.bank[:16]), np.asarray(ref.centers))
   assert not np.asarray(bank_state.bank_valid[16:]).any() and not np.asarray(bank_state.bank[16:]).any()
@@ -129,8 +143,7 @@ def test_scores_are_the_distance_to_the_nearest_centre(fitted):
 
 def test_train_step_matches_numpy(prepared):
   images, _, state = prepared
-  batch = {"image": images[:4], "valid": np.array([True, True, True, False])}
-  new, m = _step(state, batch)
+  new, m = _step(state, images[:4], valid=(True, True, True, False))
   f = _feats(state, images[:4])[:3].reshape(-1, 64)  # the padded image does not count
   c = np.asarray(state.bank, np.float64)[:16]
   idx = ((f[:, None] - c[None]) ** 2).sum(-1).argmin(1)
@@ -157,7 +170,6 @@ def test_train_step_matches_numpy(prepared):
 
 def test_an_attention_step_lowers_the_objective_against_the_same_bank(prepared):
   images, _, state = prepared
-  batch = {"image": images[:4], "valid": np.ones(4, bool)}
   w = jnp.ones((4 * 64,), jnp.float32)
 
   def objective(s):
@@ -165,7 +177,7 @@ def test_an_attention_step_lowers_the_objective_against_the_same_bank(prepared):
     return float(dfdaad.compactness(f, w, state.bank, state.bank_valid)[0])
 
   before = objective(state)
-  new, m = _step(state, batch)
+  new, m = _step(state, images[:4])
   np.testing.assert_allclose(float(m["loss"]), before, rtol=1e-5)
   after = objective(new)  # new attention, the old bank
   assert after < before, (before, after)
@@ -174,16 +186,13 @@ def test_an_attention_step_lowers_the_objective_against_the_same_bank(prepared):
 def test_ablation_layouts(prepared):
   images, state, _ = prepared
   example = {"image": images[:4]}
-  no_att = dfdaad.init(dataclasses.replace(CONFIG, use_cbam=False, use_qk=False), RUN,
-                       jax.random.key(0), example)
-  assert no_att.params == {} and dfdaad.feature_dim(CONFIG) == 64
-  one = dataclasses.replace(CONFIG, backbone_b="mobilenet_v2", layer_b="stride8")
+  one = dataclasses.replace(CONFIG, backbone_b="mobilenet_v2", layer_b="stride8", use_qk=False)
   assert one.shared_backbone and dfdaad.feature_dim(one) == 24 + 32
-  s1 = dfdaad.init(one, RUN, jax.random.key(0), example)
-  assert s1.backbone_b == {} and set(s1.params) == {"cbam", "qk"}
+  s1 = dfdaad.init(one, RUN, jax.random.key(0), example)  # one network, no query-key block
+  assert s1.backbone_b == {} and set(s1.params) == {"cbam"} and s1.branch_scale.shape == (2,)
   single = dataclasses.replace(CONFIG, backbone_b=None)
-  s2 = dfdaad.init(single, RUN, jax.random.key(0), example)
-  assert set(s2.params) == {"cbam"} and dfdaad.branch_shapes(single) == {"a": (8, 8, 24)}
+  assert dfdaad.branch_shapes(single) == {"a": (8, 8, 24)} and dfdaad.feature_dim(single) == 24
+  assert set(dfdaad._attention_modules(single)) == {"cbam"}
   assert dfdaad.bank_count(dataclasses.replace(CONFIG, bank_size=0.1), 1000) == 100
   assert dfdaad.bank_count(CONFIG, 1000) == 16
   paper = dfdaad.paper_config()
@@ -213,8 +222,14 @@ def test_validation(prepared):
                 RUN, jax.random.key(0), {"image": images[:2]})
 
 
-def test_sharded_equals_single_device():
-  code = """
+def test_sharded_equals_single_device(fitted, tmp_path):
+  """The 4-device run (batch sharded, state replicated) in a subprocess equals this process's
+  single-device fit and predictions (the ``fitted`` fixture: same data, seed and config)."""
+  _, state, history = fitted
+  queries = _images(4, seed=5)  # unseen queries
+  scores, maps = predict_dataset(dfdaad, CONFIG, state, queries, batch_size=4)
+  out = tmp_path / "sharded.npz"
+  code = f"""
     import sys
     import jax, numpy as np
     sys.path[:0] = ["tests", "tests/models"]
@@ -223,16 +238,18 @@ def test_sharded_equals_single_device():
     from jaxad.train.mesh import make_mesh
     from jaxad.train.predict import predict_dataset
     assert jax.device_count() == 4
-    images, queries = T._images(8), T._images(4, seed=5)  # unseen queries
-    results = []
-    for n in (1, 4):
-      mesh = make_mesh(n)
-      fit = loop.fit(T.dfdaad, T.CONFIG, images, seed=1, epochs=1, batch_size=4, mesh=mesh,
-                     show_progress=False)
-      s, m = predict_dataset(T.dfdaad, T.CONFIG, fit.state, queries, batch_size=4, mesh=mesh)
-      results.append((s, m, np.asarray(fit.state.bank), [h["loss"] for h in fit.history]))
-    for one, four in zip(*results):
-      np.testing.assert_allclose(four, one, rtol=1e-4, atol=1e-4)
-    print("OK", results[0][3])
+    mesh = make_mesh(4)
+    fit = loop.fit(T.dfdaad, T.CONFIG, T._images(8), seed=1, epochs=1, batch_size=4, mesh=mesh,
+                   show_progress=False)
+    s, m = predict_dataset(T.dfdaad, T.CONFIG, fit.state, T._images(4, seed=5), batch_size=4,
+                           mesh=mesh)
+    np.savez({str(out)!r}, scores=s, maps=m, bank=np.asarray(fit.state.bank),
+             loss=[h["loss"] for h in fit.history])
+    print("OK")
   """
   assert "OK" in run_jax_subprocess(code, devices=4)
+  four = np.load(out)
+  np.testing.assert_allclose(four["bank"], np.asarray(state.bank), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(four["loss"], [h["loss"] for h in history], rtol=1e-4)
+  np.testing.assert_allclose(four["scores"], scores, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(four["maps"], maps, rtol=1e-4, atol=1e-4)
