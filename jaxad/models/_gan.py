@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxad import maps
+from jaxad.models._validate import check_images
 from jaxad.nn.gan import dcgan_init
 from jaxad.train.state import GANState, TrainState
 
@@ -123,3 +125,47 @@ def check_common(config: Any) -> None:
     raise ValueError(f"Config.d_reinit_threshold must be >= 0, got {config.d_reinit_threshold}")
   if config.channels not in (1, 3):
     raise ValueError(f"Config.channels must be 1 or 3, got {config.channels!r}")
+
+
+def check_init_args(config: Any, config_cls: type, example_batch: Any) -> None:
+  """The checks of a GAN method's ``init`` (config type, batch dict, image shape and dtype)."""
+  if not isinstance(config, config_cls):
+    raise TypeError(f"config must be {config_cls.__module__}.Config, got {type(config).__name__}")
+  if not isinstance(example_batch, dict) or "image" not in example_batch:
+    raise ValueError("example_batch must be a dict with an 'image' entry")
+  check_images(example_batch["image"], config, "example_batch['image']")
+
+
+def param_count(config: Any, generator: nn.Module, discriminator: nn.Module) -> dict[str, int]:
+  """Trainable parameters of ``{"generator", "discriminator"}`` (shapes only, nothing computed)."""
+  x = jnp.zeros((1, config.image_size, config.image_size, config.channels), jnp.float32)
+  out = {}
+  for name, module in (("generator", generator), ("discriminator", discriminator)):
+    shapes = jax.eval_shape(lambda m=module: m.init(jax.random.key(0), x))
+    out[name] = int(sum(np.prod(a.shape) for a in jax.tree.leaves(shapes["params"])))
+  return out
+
+
+def finish_step(config: Any, discriminator: nn.Module, state: GANState, g_state: TrainState,
+                g_metrics: dict[str, jax.Array], real: jax.Array, fake: jax.Array, w: jax.Array,
+                key: jax.Array) -> tuple[GANState, dict[str, jax.Array]]:
+  """The discriminator half of a joint step, after the generator's update.
+
+  :func:`discriminator_update` on ``real`` / ``fake`` (``[-1, 1]``), then
+  :func:`reinit_discriminator` with ``key``; returns the new state and the metrics (the generator's
+  plus ``loss_d`` and ``d_reinit``, float32 scalars).
+  """
+  d_state, loss_d = discriminator_update(config, discriminator, state.discriminator, real, fake, w)
+  d_state, fired = reinit_discriminator(config, discriminator, d_state, loss_d, key)
+  metrics = {k: v.astype(jnp.float32) for k, v in g_metrics.items()}
+  metrics["loss_d"] = loss_d.astype(jnp.float32)
+  metrics["d_reinit"] = fired.astype(jnp.float32)
+  return state.replace(step=state.step + 1, generator=g_state, discriminator=d_state), metrics
+
+
+def residual_map(config: Any, images: jax.Array, recon: jax.Array) -> jax.Array:
+  """``|x - G(x)|`` channel mean ``[B, S, S]``, Gaussian-smoothed with ``config.smooth_sigma`` (0 = off)."""
+  amap = jnp.mean(jnp.abs(images - recon), axis=-1)
+  if config.smooth_sigma > 0:
+    amap = maps.gaussian_smooth(amap, sigma=config.smooth_sigma)
+  return amap

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxad import augment, maps
+from jaxad import augment
 from jaxad.models import _gan
 from jaxad.models._validate import check_images
 from jaxad.models.protocol import Run
@@ -195,22 +195,13 @@ def init(config: Config, run: Run, key: jax.Array, example_batch: dict[str, Any]
     :class:`jaxad.train.state.GANState` at step 0.
   """
   del run
-  if not isinstance(config, Config):
-    raise TypeError(f"config must be affgan.Config, got {type(config).__name__}")
-  if not isinstance(example_batch, dict) or "image" not in example_batch:
-    raise ValueError("example_batch must be a dict with an 'image' entry")
-  check_images(example_batch["image"], config, "example_batch['image']")
+  _gan.check_init_args(config, Config, example_batch)
   return _gan.init_state(config, SkipUNet(config), _discriminator(config), key)
 
 
 def param_count(config: Config) -> dict[str, int]:
   """Trainable parameters of ``{"generator", "discriminator"}`` for ``config``."""
-  x = jnp.zeros((1, config.image_size, config.image_size, config.channels), jnp.float32)
-  out = {}
-  for name, module in (("generator", SkipUNet(config)), ("discriminator", _discriminator(config))):
-    shapes = jax.eval_shape(lambda m=module: m.init(jax.random.key(0), x))
-    out[name] = int(sum(np.prod(a.shape) for a in jax.tree.leaves(shapes["params"])))
-  return out
+  return _gan.param_count(config, SkipUNet(config), _discriminator(config))
 
 
 def _augment(config: Config, key: jax.Array, images: jax.Array) -> jax.Array:
@@ -277,12 +268,8 @@ def train_step(config: Config, run: Run, state: GANState, batch: dict[str, jax.A
 
   (_, (g_metrics, g_stats, fake)), g_grads = jax.value_and_grad(g_loss, has_aux=True)(g_state.params)
   g_state = g_state.apply_gradients(_gan.optimizer(config), g_grads, batch_stats=g_stats)
-  d_state, loss_d = _gan.discriminator_update(config, disc, d_state, 2.0 * x - 1.0, 2.0 * fake - 1.0, w)
-  d_state, reinit = reinit_discriminator(config, d_state, loss_d, k_reinit)
-  metrics = {k: v.astype(jnp.float32) for k, v in g_metrics.items()}
-  metrics["loss_d"] = loss_d.astype(jnp.float32)
-  metrics["d_reinit"] = reinit.astype(jnp.float32)
-  return state.replace(step=state.step + 1, generator=g_state, discriminator=d_state), metrics
+  return _gan.finish_step(config, disc, state, g_state, g_metrics, 2.0 * x - 1.0, 2.0 * fake - 1.0, w,
+                          k_reinit)
 
 
 def reconstruct(config: Config, state: GANState, images: jax.Array) -> jax.Array:
@@ -307,10 +294,7 @@ def predict(config: Config, state: GANState,
   (_, f_real), (_, f_fake) = (disc.apply(d_vars, 2.0 * v - 1.0, train=False) for v in (images, fake))
   residual = jnp.abs(images - fake)
   rec = jnp.mean(residual if config.score_rec == "l1" else jnp.square(residual), axis=(1, 2, 3))
-  amap = jnp.mean(residual, axis=-1)
-  if config.smooth_sigma > 0:
-    amap = maps.gaussian_smooth(amap, sigma=config.smooth_sigma)
-  return {"rec": rec, "lat": _latent_distance(f_real, f_fake)}, amap
+  return {"rec": rec, "lat": _latent_distance(f_real, f_fake)}, _gan.residual_map(config, images, fake)
 
 
 def anomaly_score(config: Config, rec: np.ndarray, lat: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxad import augment, losses, maps
+from jaxad import augment, losses
 from jaxad.models import _gan
 from jaxad.models._validate import check_images
 from jaxad.models.protocol import Run
@@ -181,22 +181,13 @@ def init(config: Config, run: Run, key: jax.Array, example_batch: dict[str, Any]
     TypeError / ValueError: wrong config type, image shape or dtype.
   """
   del run
-  if not isinstance(config, Config):
-    raise TypeError(f"config must be scgan.Config, got {type(config).__name__}")
-  if not isinstance(example_batch, dict) or "image" not in example_batch:
-    raise ValueError("example_batch must be a dict with an 'image' entry")
-  check_images(example_batch["image"], config, "example_batch['image']")
+  _gan.check_init_args(config, Config, example_batch)
   return _gan.init_state(config, Generator(config), _discriminator(config), key)
 
 
 def param_count(config: Config) -> dict[str, int]:
   """Trainable parameters of ``{"generator", "discriminator"}`` for ``config``."""
-  shape = jnp.zeros((1, config.image_size, config.image_size, config.channels), jnp.float32)
-  out = {}
-  for name, module in (("generator", Generator(config)), ("discriminator", _discriminator(config))):
-    shapes = jax.eval_shape(lambda m=module: m.init(jax.random.key(0), shape))
-    out[name] = int(sum(np.prod(a.shape) for a in jax.tree.leaves(shapes["params"])))
-  return out
+  return _gan.param_count(config, Generator(config), _discriminator(config))
 
 
 def _augment(config: Config, key: jax.Array, images: jax.Array) -> jax.Array:
@@ -274,12 +265,8 @@ def train_step(config: Config, run: Run, state: GANState, batch: dict[str, jax.A
 
   (_, (g_metrics, g_stats, fake)), g_grads = jax.value_and_grad(g_loss, has_aux=True)(g_state.params)
   g_state = g_state.apply_gradients(tx, g_grads, batch_stats=g_stats)
-  d_state, loss_d = _gan.discriminator_update(config, disc, d_state, 2.0 * x - 1.0, 2.0 * fake - 1.0, w)
-  d_state, reinit = reinit_discriminator(config, d_state, loss_d, k_reinit)
-  metrics = {k: v.astype(jnp.float32) for k, v in g_metrics.items()}
-  metrics["loss_d"] = loss_d.astype(jnp.float32)
-  metrics["d_reinit"] = reinit.astype(jnp.float32)
-  return state.replace(step=state.step + 1, generator=g_state, discriminator=d_state), metrics
+  return _gan.finish_step(config, disc, state, g_state, g_metrics, 2.0 * x - 1.0, 2.0 * fake - 1.0, w,
+                          k_reinit)
 
 
 def reconstruct(config: Config, state: GANState, images: jax.Array) -> jax.Array:
@@ -302,12 +289,9 @@ def predict(config: Config, state: GANState,
   """
   check_images(images, config, "images")
   fake, z1, z2 = Generator(config).apply(state.generator.variables(), images, train=False)
-  residual = jnp.abs(images - fake)
-  amap = jnp.mean(residual, axis=-1)
-  if config.smooth_sigma > 0:
-    amap = maps.gaussian_smooth(amap, sigma=config.smooth_sigma)
-  scores = {"con": jnp.mean(residual, axis=(1, 2, 3)), "enc": _encoder_distance(config, z1, z2)}
-  return scores, amap
+  scores = {"con": jnp.mean(jnp.abs(images - fake), axis=(1, 2, 3)),
+            "enc": _encoder_distance(config, z1, z2)}
+  return scores, _gan.residual_map(config, images, fake)
 
 
 def anomaly_score(config: Config, con: np.ndarray, enc: np.ndarray) -> np.ndarray:
