@@ -96,8 +96,8 @@ class Config:
     pool: odd local averaging window applied to each attended map before fusion (PatchCore: 3).
     balance_branches: scale each branch to a unit mean squared patch norm over the training set
       (:func:`branch_scales`; the paper concatenates the two maps without a word on their scales:
-      EfficientNet-Lite0's stride-16 patches have ~60x the squared norm of MobileNetV2's stride-8
-      ones on MVTec bottle, so unscaled they decide every distance).
+      EfficientNet-Lite0's stride-16 patches have ~260x the mean squared norm of MobileNetV2's
+      stride-8 ones on MVTec bottle, so unscaled they decide every distance).
     bank_size: k-means centres: a fraction of the training patches if ``< 1`` (0.01: 1,639 on
       MVTec bottle), a count if ``>= 1`` (an integer value).
     kmeans_max_iter: Lloyd iterations at most (paper: 100).
