@@ -283,3 +283,59 @@ class TorchDiscriminator(tnn.Module):
 
   def load(self, p, s):
     self.enc.load(p["encoder"], s["encoder"])
+
+
+class TorchSkipUNet(tnn.Module):
+  """Skip-GANomaly / pix2pix U-Net with fused skips (``aff`` / ``concat`` / ``none``), as
+  ``jaxad.models.affgan.SkipUNet``; images in [0, 1] (fed as 2x - 1), output in [0, 1]."""
+
+  def __init__(self, channels, widths, fusion="aff", r=4):
+    super().__init__()
+    self.fusion, n = fusion, len(widths)
+    self.down = tnn.ModuleList()
+    self.down_bn = tnn.ModuleDict()
+    cin = channels
+    for i, c in enumerate(widths):
+      self.down.append(tnn.Conv2d(cin, c, 4, 2, 1, bias=False))
+      if 0 < i < n - 1:
+        self.down_bn[str(i)] = tnn.BatchNorm2d(c)
+      cin = c
+    self.up = tnn.ModuleDict()
+    self.up_bn = tnn.ModuleDict()
+    self.aff = tnn.ModuleDict()
+    for i in range(n - 2, -1, -1):
+      self.up[str(i + 1)] = tnn.ConvTranspose2d(cin, widths[i], 4, 2, 1, bias=False)
+      self.up_bn[str(i + 1)] = tnn.BatchNorm2d(widths[i])
+      if fusion == "aff":
+        self.aff[str(i)] = TorchAFF(widths[i], r)
+      cin = 2 * widths[i] if fusion == "concat" else widths[i]
+    self.up0 = tnn.ConvTranspose2d(cin, channels, 4, 2, 1)
+
+  def forward(self, x):
+    h, skips, n = 2 * x - 1, [], len(self.down)
+    for i, conv in enumerate(self.down):
+      if i > 0:
+        h = tnn.functional.leaky_relu(h, 0.2)
+      h = conv(h)
+      if str(i) in self.down_bn:
+        h = self.down_bn[str(i)](h)
+      skips.append(h)
+    for i in range(n - 2, -1, -1):
+      h = self.up_bn[str(i + 1)](self.up[str(i + 1)](torch.relu(h)))
+      if self.fusion == "aff":
+        h = self.aff[str(i)](skips[i], h)
+      elif self.fusion == "concat":
+        h = torch.cat([skips[i], h], 1)
+    return (torch.tanh(self.up0(torch.relu(h))) + 1) / 2
+
+  def load(self, p, s):
+    for i, conv in enumerate(self.down):
+      copy_conv(conv, p[f"down{i}"])
+      if str(i) in self.down_bn:
+        copy_bn(self.down_bn[str(i)], p[f"down{i}_bn"], s[f"down{i}_bn"])
+    for k, conv in self.up.items():
+      copy_convt(conv, p[f"up{k}"])
+      copy_bn(self.up_bn[k], p[f"up{k}_bn"], s[f"up{k}_bn"])
+    for k, aff in self.aff.items():
+      aff.load(p[f"aff{k}"], s[f"aff{k}"])
+    copy_convt(self.up0, p["up0"])
