@@ -18,6 +18,10 @@ predicts scores and maps for the test split and writes:
   test set; one colour scale (the test set's map range) with a colour bar.
 
 Pixel metrics are computed when the data set has masks (``has_masks``).
+
+``--score_field=<field>=<value>`` (repeatable) evaluates the same checkpoint with a config field
+changed that only affects scoring (e.g. ``--score_field=image_score=map_max`` for SCGAN / AFF-GAN,
+``--score_field=knn_k=3`` for SMCC); a field that changes the networks fails at prediction.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ if str(REPO_ROOT) not in sys.path:
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Workdir of a run of experiments/train.py.")
+flags.DEFINE_multi_string("score_field", [], "field=value: evaluate with this config field changed "
+                          "(scoring options only, e.g. image_score=map_max).")
 flags.DEFINE_string("data_dir", None, "Override the data folder stored in the run.")
 flags.DEFINE_string("results_dir", None, "Results root (default: <workdir>/results).")
 flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: latest).")
@@ -42,6 +48,25 @@ flags.DEFINE_integer("num_panels", 8, "Test images drawn into test_panels.png, h
                      "half normal (0: none).")
 flags.DEFINE_string("name", None, "Name of the evaluated data in the results (default: the "
                     "category / product, else the data folder's name).")
+
+
+def with_fields(config, assignments: list[str]):
+  """``config`` (a frozen dataclass) with ``field=value`` assignments (values as Python literals,
+  else strings); the config's own validation runs. Raises ``ValueError`` on unknown fields."""
+  import ast
+  import dataclasses
+  names = {f.name for f in dataclasses.fields(config)}
+  changes = {}
+  for item in assignments:
+    field, sep, raw = item.partition("=")
+    if not sep or field not in names:
+      raise ValueError(f"{item!r}: expected <field>=<value> with a field of "
+                       f"{type(config).__module__}.Config ({', '.join(sorted(names))})")
+    try:
+      changes[field] = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      changes[field] = raw
+  return dataclasses.replace(config, **changes) if changes else config
 
 
 def main(argv: list[str]) -> None:
@@ -80,6 +105,10 @@ def main(argv: list[str]) -> None:
   except (ValueError, FileNotFoundError, CheckpointMismatchError, CheckpointUnreadableError) as e:
     raise app.UsageError(str(e)) from None
   method, config, state = restored.method, restored.config, restored.state
+  try:
+    config = with_fields(config, FLAGS.score_field)
+  except ValueError as e:
+    raise app.UsageError(f"--score_field: {e}") from None
   log("restored %s at step %d", workdir, int(to_host(state.step)))
 
   kwargs = dict(info.get("data_kwargs", {}))

@@ -22,6 +22,7 @@ from jaxad.nn.gan import dcgan_init
 from jaxad.train.state import GANState, TrainState
 
 WEIGHT_INITS = ("dcgan", "lecun")
+IMAGE_SCORES = ("paper", "map_max")  # the paper's per-image score, or the residual map's maximum
 
 
 def optimizer(config: Any) -> optax.GradientTransformation:

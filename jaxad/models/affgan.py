@@ -89,6 +89,8 @@ class Config:
     score_gamma: gamma of the anomaly score (0.9).
     score_rec: ``"l1"`` (the paper's L_rec in the score) or ``"l2"`` (Skip-GANomaly's code scores
       with the mean squared residual).
+    image_score: ``"paper"`` (the anomaly score A) or ``"map_max"`` (maximum of the smoothed
+      residual map).
     smooth_sigma: Gaussian sigma of the residual maps in pixels (4; 0 = none).
   """
   image_size: int = 256
@@ -114,6 +116,7 @@ class Config:
   weight_init: str = "dcgan"
   score_gamma: float = 0.9
   score_rec: str = "l1"
+  image_score: str = "paper"
   smooth_sigma: float = 4.0
 
   def __post_init__(self) -> None:
@@ -126,7 +129,8 @@ class Config:
     resolve_upsample(self.upsample)
     for name, value, allowed in (("fusion", self.fusion, FUSIONS),
                                  ("augmentation", self.augmentation, AUGMENTATIONS),
-                                 ("score_rec", self.score_rec, SCORE_RECS)):
+                                 ("score_rec", self.score_rec, SCORE_RECS),
+                                 ("image_score", self.image_score, _gan.IMAGE_SCORES)):
       if value not in allowed:
         raise ValueError(f"Config.{name} must be one of {allowed}, got {value!r}")
     for name in ("rotation", "jitter", "adv_weight", "rec_weight", "lat_weight", "smooth_sigma"):
@@ -283,7 +287,7 @@ def predict(config: Config, state: GANState,
   """Raw per-image score terms and residual maps for a batch. Jit-able.
 
   Returns:
-    ``scores = {"rec": [B], "lat": [B]}`` (``rec`` = mean ``|x - G(x)|`` or its square, see
+    ``scores = {"rec": [B], "lat": [B], "map_max": [B]}`` (``rec`` = mean ``|x - G(x)|`` or its square, see
     ``score_rec``; ``lat`` = mean ``(f(x) - f(G(x)))^2``; combined by :func:`normalize` over the whole
     test set) and ``maps [B, S, S]`` (``|x - G(x)|`` channel mean, smoothed).
   """
@@ -294,7 +298,8 @@ def predict(config: Config, state: GANState,
   (_, f_real), (_, f_fake) = (disc.apply(d_vars, 2.0 * v - 1.0, train=False) for v in (images, fake))
   residual = jnp.abs(images - fake)
   rec = jnp.mean(residual if config.score_rec == "l1" else jnp.square(residual), axis=(1, 2, 3))
-  return {"rec": rec, "lat": _latent_distance(f_real, f_fake)}, _gan.residual_map(config, images, fake)
+  amap = _gan.residual_map(config, images, fake)
+  return {"rec": rec, "lat": _latent_distance(f_real, f_fake), "map_max": jnp.max(amap, axis=(1, 2))}, amap
 
 
 def anomaly_score(config: Config, rec: np.ndarray, lat: np.ndarray) -> np.ndarray:
@@ -305,5 +310,8 @@ def anomaly_score(config: Config, rec: np.ndarray, lat: np.ndarray) -> np.ndarra
 
 def normalize(config: Config, scores: dict[str, np.ndarray],
               maps_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """The anomaly score then min-max over the whole test set (scores and maps separately)."""
-  return _gan.minmax(anomaly_score(config, scores["rec"], scores["lat"])), _gan.minmax(maps_)
+  """The anomaly score (or the map maximum) then min-max over the whole test set (scores and maps
+  separately)."""
+  raw = (anomaly_score(config, scores["rec"], scores["lat"]) if config.image_score == "paper"
+         else scores["map_max"])
+  return _gan.minmax(raw), _gan.minmax(maps_)

@@ -85,6 +85,8 @@ class Config:
     d_reinit_threshold: re-initialise D when its loss is below this (GANomaly: 1e-5; 0 = never).
     weight_init: ``"dcgan"`` (GANomaly's N(0, 0.02)) or ``"lecun"`` (Flax defaults).
     score_beta: beta of eq. 11 (0.8).
+    image_score: ``"paper"`` (eq. 11, the method) or ``"map_max"`` (the maximum of the smoothed
+      residual map, as the reconstruction methods score; a reading measured in BUILD_NOTES.md).
     smooth_sigma: Gaussian sigma of the residual maps in pixels (4; 0 = none).
   """
   image_size: int = 256
@@ -111,6 +113,7 @@ class Config:
   d_reinit_threshold: float = 1e-5
   weight_init: str = "dcgan"
   score_beta: float = 0.8
+  image_score: str = "paper"
   smooth_sigma: float = 4.0
 
   def __post_init__(self) -> None:
@@ -125,7 +128,8 @@ class Config:
     resolve_upsample(self.upsample)
     _gan.check_common(self)
     for name, value, allowed in (("augmentation", self.augmentation, AUGMENTATIONS),
-                                 ("encoder_loss", self.encoder_loss, ENCODER_LOSSES)):
+                                 ("encoder_loss", self.encoder_loss, ENCODER_LOSSES),
+                                 ("image_score", self.image_score, _gan.IMAGE_SCORES)):
       if value not in allowed:
         raise ValueError(f"Config.{name} must be one of {allowed}, got {value!r}")
     if isinstance(self.num_patches, bool) or not isinstance(self.num_patches, int) or self.num_patches < 0:
@@ -284,14 +288,15 @@ def predict(config: Config, state: GANState,
     state: trained :class:`GANState`.
     images: ``[B, S, S, C]`` float32 in ``[0, 1]``.
   Returns:
-    ``scores = {"con": L_con [B], "enc": L_enc [B]}`` (not normalised: :func:`normalize` combines
-    them over the whole test set) and ``maps [B, S, S]``: ``|x - G(x)|`` channel mean, smoothed.
+    ``scores = {"con": L_con [B], "enc": L_enc [B], "map_max": [B]}`` (not normalised:
+    :func:`normalize` combines them over the whole test set) and ``maps [B, S, S]``: ``|x - G(x)|`` channel mean, smoothed.
   """
   check_images(images, config, "images")
   fake, z1, z2 = Generator(config).apply(state.generator.variables(), images, train=False)
+  amap = _gan.residual_map(config, images, fake)
   scores = {"con": jnp.mean(jnp.abs(images - fake), axis=(1, 2, 3)),
-            "enc": _encoder_distance(config, z1, z2)}
-  return scores, _gan.residual_map(config, images, fake)
+            "enc": _encoder_distance(config, z1, z2), "map_max": jnp.max(amap, axis=(1, 2))}
+  return scores, amap
 
 
 def anomaly_score(config: Config, con: np.ndarray, enc: np.ndarray) -> np.ndarray:
@@ -302,15 +307,16 @@ def anomaly_score(config: Config, con: np.ndarray, enc: np.ndarray) -> np.ndarra
 
 def normalize(config: Config, scores: dict[str, np.ndarray],
               maps_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Eq. 11 then min-max over the whole test set (scores and maps separately).
+  """Eq. 11 (or the map maximum, ``image_score="map_max"``) then min-max over the whole test set.
 
   Args:
     config: :class:`Config`.
-    scores: ``{"con": [N], "enc": [N]}`` from :func:`predict` over the whole test set.
+    scores: ``{"con", "enc", "map_max"}``, each ``[N]``, from :func:`predict` over the whole test set.
     maps_: ``[N, S, S]`` residual maps of the same images.
   Returns:
     ``scores [N]`` in ``[0, 1]`` and ``maps [N, S, S]`` in ``[0, 1]`` (one min and max over all
     pixels of all maps), float32. A constant input gives zeros.
   """
-  return (_gan.minmax(anomaly_score(config, scores["con"], scores["enc"])),
-          _gan.minmax(maps_))
+  raw = (anomaly_score(config, scores["con"], scores["enc"]) if config.image_score == "paper"
+         else scores["map_max"])
+  return _gan.minmax(raw), _gan.minmax(maps_)

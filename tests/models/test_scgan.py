@@ -141,6 +141,11 @@ def test_scores_are_eq11_min_maxed_over_the_whole_test_set(trained):
   r = np.asarray(raw_maps)
   np.testing.assert_allclose(m10, (r - r.min()) / (r.max() - r.min()), rtol=1e-5, atol=1e-6)
   assert s10.min() == 0 and s10.max() == 1
+  np.testing.assert_allclose(raw["map_max"], r.max(axis=(1, 2)), rtol=1e-6)
+  s_max, _ = scgan.normalize(dataclasses.replace(CFG, image_score="map_max"),
+                             jax.tree.map(np.asarray, raw), r)
+  np.testing.assert_allclose(s_max, (raw["map_max"] - r.max(axis=(1, 2)).min()) / np.ptp(r.max(axis=(1, 2))),
+                             rtol=1e-5, atol=1e-6)
   # Per-batch min-max (anomalib's GANomaly) would map every batch to [0, 1] and change the scores.
   per_batch = np.concatenate([(a[i:i + 2] - a[i:i + 2].min()) / np.ptp(a[i:i + 2]) for i in range(0, 10, 2)])
   assert not np.allclose(per_batch, s10, atol=1e-3)
