@@ -11,6 +11,10 @@ PIP_QUIET ?= -qq
 PIP    := $(PY) -m pip
 PIP_INSTALL := $(PIP) install $(PIP_QUIET)
 PYTEST_ARGS ?=
+# The suite is compile-bound (XLA compiles on one thread): two pytest workers use both cores of
+# the CI machine. --dist loadfile keeps a test file on one worker, so module-scoped fixtures
+# (shared compiled steps) are built once.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test venv install-dev install-demo weights clean
 
@@ -41,7 +45,7 @@ demo: install-demo
 	$(PY) experiments/demo.py
 
 test: install-dev
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
