@@ -6,14 +6,17 @@ import pytest
 from ml_collections import config_dict
 
 from experiments import configs
+from experiments.configs import affgan as affgan_cli
 from experiments.configs import conv_ae as conv_ae_cli
 from experiments.configs import ramfae as ramfae_cli
+from experiments.configs import scgan as scgan_cli
 from experiments.configs import smcc as smcc_cli
-from jaxad.models import conv_ae, ramfae, smcc
+from jaxad.models import affgan, conv_ae, ramfae, scgan, smcc
 
 
 @pytest.mark.parametrize("module, method", [(conv_ae_cli, conv_ae), (ramfae_cli, ramfae),
-                                            (smcc_cli, smcc)])
+                                            (smcc_cli, smcc), (scgan_cli, scgan),
+                                            (affgan_cli, affgan)])
 def test_config_files_name_their_method_and_build_its_config(module, method):
   cd = module.get_config()
   assert cd.method == method.NAME
@@ -42,3 +45,15 @@ def test_placeholders_overrides_and_validation():
   mnist = configs.to_method_config(ramfae, ramfae_cli.get_config("mnist"))
   assert (mnist.image_size, mnist.channels, mnist.max_features) == (32, 1, 128)
   assert isinstance(config_dict.placeholder(int), config_dict.FieldReference)
+
+
+def test_gan_variants():
+  cfgs = {v: configs.to_method_config(scgan, scgan_cli.get_config(v)) for v in scgan_cli.VARIANTS}
+  assert cfgs[""] == scgan.Config() and cfgs["cpu"].image_size == 64
+  plain = cfgs["ganomaly"]
+  assert (plain.use_mscam, plain.ssim_weight, plain.augmentation) == (False, 0.0, "none")
+  for n in (1, 2, 3, 4):
+    cfg = configs.to_method_config(affgan, affgan_cli.get_config(f"state{n}"))
+    assert (cfg.fusion, cfg.augmentation) == affgan.STATES[n] and cfg.image_size == 64
+  with pytest.raises(ValueError, match="variant"):
+    affgan_cli.get_config("state5")
