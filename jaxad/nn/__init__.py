@@ -7,14 +7,15 @@ Each block lives once here and is used by every model that needs it:
 * :mod:`jaxad.nn.layers`: ``ConvBNReLU``, ``EncoderBlock``, ``Upsample2x`` (transposed
   conv or the equivalent sub-pixel path), ``ResidualDecoderBlock``.
 * :mod:`jaxad.nn.multiscale`: ``ASPP`` (dilated branches + image pooling).
-* :mod:`jaxad.nn.attention`: ``CoordinateAttention``.
+* :mod:`jaxad.nn.attention`: ``CoordinateAttention`` (RAMFAE), ``CBAMVariant`` and
+  ``QueryKeyAttention`` (DFDA-AD).
 * :mod:`jaxad.nn.fusion`: ``MSCAM`` and ``AttentionalFeatureFusion`` (one set of branches,
   ``MultiScaleChannelWeights``).
 * :mod:`jaxad.nn.gan`: GANomaly's ``DCGANEncoder`` / ``DCGANDecoder`` / ``Discriminator``,
   ``ConvBNLeakyReLU``, ``dcgan_widths``, ``dcgan_init``.
 """
 
-from jaxad.nn.attention import CoordinateAttention, hard_swish
+from jaxad.nn.attention import CBAMVariant, CoordinateAttention, QueryKeyAttention, hard_swish
 from jaxad.nn.conv import Conv2D, conv2d
 from jaxad.nn.fusion import MSCAM, AttentionalFeatureFusion, MultiScaleChannelWeights
 from jaxad.nn.gan import (ConvBNLeakyReLU, DCGANDecoder, DCGANEncoder, Discriminator, dcgan_init,
@@ -25,9 +26,9 @@ from jaxad.nn.layers import (ConvBNReLU, EncoderBlock, ResidualDecoderBlock, Ups
 from jaxad.nn.multiscale import ASPP
 
 __all__ = [
-    "ASPP", "AttentionalFeatureFusion", "Conv2D", "ConvBNLeakyReLU", "ConvBNReLU",
+    "ASPP", "AttentionalFeatureFusion", "CBAMVariant", "Conv2D", "ConvBNLeakyReLU", "ConvBNReLU",
     "CoordinateAttention", "DCGANDecoder", "DCGANEncoder", "Discriminator", "EncoderBlock", "MSCAM",
-    "MultiScaleChannelWeights", "ResidualDecoderBlock", "Upsample2x", "batch_norm", "conv2d",
+    "MultiScaleChannelWeights", "QueryKeyAttention", "ResidualDecoderBlock", "Upsample2x", "batch_norm", "conv2d",
     "conv_layer", "dcgan_init", "dcgan_widths", "default_upsample", "depth_to_space", "hard_swish",
     "resolve_upsample", "transpose_kernel_to_subpixel",
 ]

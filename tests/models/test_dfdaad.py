@@ -1,6 +1,6 @@
 """DFDA-AD: shapes, identity-initialised features = fused backbone maps, k-means bank (same seed ->
 same bank, equal to jaxad.cluster.kmeans), nearest-centre scores vs NumPy, one train step vs NumPy
-(objective and mini-batch k-means), ablation layouts, validation, sharded == single device (slow)."""
+(objective and mini-batch k-means), ablation layouts, validation, sharded == single device."""
 
 from __future__ import annotations
 
@@ -222,7 +222,6 @@ def test_validation(prepared):
                 RUN, jax.random.key(0), {"image": images[:2]})
 
 
-@pytest.mark.slow  # a subprocess compiling fit + predict for 4 devices (~15-25 s on 2 cores)
 def test_sharded_equals_single_device(fitted, tmp_path):
   """The 4-device run (batch sharded, state replicated) in a subprocess equals this process's
   single-device fit and predictions (the ``fitted`` fixture: same data, seed and config)."""
