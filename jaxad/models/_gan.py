@@ -147,6 +147,25 @@ def param_count(config: Any, generator: nn.Module, discriminator: nn.Module) -> 
   return out
 
 
+def step_inputs(config: Any, batch: Any, key: jax.Array,
+                augment: Any) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """The start of a joint step: checked images, image weights, augmented inputs, the D re-init key.
+
+  Args:
+    batch: ``image [B, S, S, C]`` float32 in ``[0, 1]``; optional ``valid [B]`` bool.
+    key: the step's key, split into the augmentation's and the re-initialisation's.
+    augment: ``augment(config, key, images) -> images``.
+  Returns:
+    ``(x, w, inputs, reinit_key)`` with ``w [B]`` = 1 for real rows, 0 for padding.
+  """
+  x = batch["image"]
+  check_images(x, config, "batch['image']")
+  valid = batch.get("valid")
+  w = jnp.ones(x.shape[:1], jnp.float32) if valid is None else valid.astype(jnp.float32)
+  k_aug, k_reinit = jax.random.split(key)
+  return x, w, augment(config, k_aug, x), k_reinit
+
+
 def finish_step(config: Any, discriminator: nn.Module, state: GANState, g_state: TrainState,
                 g_metrics: dict[str, jax.Array], real: jax.Array, fake: jax.Array, w: jax.Array,
                 key: jax.Array) -> tuple[GANState, dict[str, jax.Array]]:

@@ -245,12 +245,7 @@ def train_step(config: Config, run: Run, state: GANState, batch: dict[str, jax.A
     ``d_reinit``.
   """
   del run
-  x = batch["image"]
-  check_images(x, config, "batch['image']")
-  valid = batch.get("valid")
-  w = jnp.ones(x.shape[:1], jnp.float32) if valid is None else valid.astype(jnp.float32)
-  k_aug, k_reinit = jax.random.split(key)
-  inputs = _augment(config, k_aug, x)
+  x, w, inputs, k_reinit = _gan.step_inputs(config, batch, key, _augment)
   gen, disc = SkipUNet(config), _discriminator(config)
   g_state, d_state = state.generator, state.discriminator
 
