@@ -7,7 +7,6 @@ The engine tests share one tiny config and run length, so the step compiles once
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import run_jax_subprocess
 from jaxad import augment
 from jaxad.models import affgan
 from jaxad.train import loop
@@ -24,7 +22,7 @@ from jaxad.train.mesh import to_host
 from jaxad.train.predict import predict_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from train_helpers import images, leaves  # noqa: E402
+from train_helpers import assert_gan_four_devices_match, images, leaves  # noqa: E402
 
 CFG = affgan.Config(image_size=32, base_features=4, max_features=16, disc_base_features=4)
 DATA = images(8, seed=4)
@@ -101,29 +99,5 @@ def test_scores_are_min_maxed_over_the_whole_test_set(trained):
   np.testing.assert_allclose(s6, (a - a.min()) / (a.max() - a.min()), rtol=1e-5, atol=1e-6)
 
 
-FOUR_DEVICES = r"""
-import json, sys
-import jax
-sys.path[:0] = ["tests", "tests/models", "tests/train"]
-import test_affgan as T
-from jaxad.train import loop, mesh as mesh_lib
-from train_helpers import leaves
-assert len(jax.devices()) == 4, jax.devices()
-r = loop.fit("affgan", T.CFG, T.DATA, seed=0, epochs=1, batch_size=4, mesh=mesh_lib.make_mesh(4),
-             show_progress=False)
-params = [x.tolist() for x in leaves((r.state.generator.params, r.state.discriminator.params))]
-print("RESULT" + json.dumps({"hist": r.history, "params": params,
-                             "state": [x.tolist() for x in leaves(r.state)]}))
-"""
-
-
 def test_sharded_over_four_devices_equals_one_device(trained):
-  out = json.loads(run_jax_subprocess(FOUR_DEVICES, devices=4).split("RESULT", 1)[1])
-  for h1, h4 in zip(trained.history, out["hist"]):
-    np.testing.assert_allclose([h4[k] for k in h1], [h1[k] for k in h1], rtol=1e-5, atol=1e-5)
-  # Parameters to 1e-5; Adam's moments (float sums in another order) to 1e-4.
-  params = leaves((trained.state.generator.params, trained.state.discriminator.params))
-  for a, b in zip(params, out["params"]):
-    np.testing.assert_allclose(np.asarray(b), a, rtol=1e-5, atol=1e-5)
-  for a, b in zip(leaves(trained.state), out["state"]):
-    np.testing.assert_allclose(np.asarray(b), a, rtol=1e-4, atol=1e-4)
+  assert_gan_four_devices_match("affgan", "test_affgan", trained)
