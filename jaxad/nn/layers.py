@@ -14,15 +14,18 @@ The upsampler (:class:`Upsample2x`) has **one** parameterisation — a 4x4 kerne
 (``weight.permute(2, 3, 0, 1)``) — and two mathematically identical ways to compute it:
 
 * ``"transpose"``: a dilated-input convolution (what ``ConvTranspose`` lowers to);
-* ``"subpixel"``: every output phase ``(a, b)`` (output pixel ``(2i + a, 2j + b)``) of
-  the transposed conv reads a 2x2 input neighbourhood through 2x2 of the 16 taps, so
-  the layer is four ordinary stride-1 2x2 convolutions of the input (one per phase,
-  taps ``[3 - a, 1 - a] x [3 - b, 1 - b]``) whose outputs are interleaved by
-  depth-to-space (Shi et al. 2016). Same parameters, same function, exactly the
-  transposed conv's multiply-adds. (:func:`transpose_kernel_to_subpixel` gives the
-  equivalent single 3x3 conv with ``4 * C_out`` outputs; it does 36/16 of the work and
-  measured 1.5-2x slower than the four phase convs on XLA:CPU.) On XLA:CPU the weight
-  gradient of the dilated-input convolution is very slow, the sub-pixel path is not
+* ``"subpixel"``: the transposed conv is the adjoint of the 4/2/1 convolution, which is a
+  stride-1 2x2 convolution of the space-to-depth input (:class:`StridedConv`); so the layer is
+  **one** stride-1 2x2 convolution of the zero-padded input to ``4 * C_out`` channels (the four
+  output phases, kernel ``K'[t_y, t_x, c, (a, b, o)] = kernel[2 - 2 t_y + a, 2 - 2 t_x + b, c, o]``)
+  followed by depth-to-space (Shi et al. 2016) and a one-pixel crop. Same parameters, same
+  function; it computes ``(H + 1)(W + 1) / (H W)`` of the transposed conv's multiply-adds (the
+  crop discards a border), in one convolution whose kernel gradient is one contraction.
+  A 1x1 input is the matrix product ``x @ kernel[1:3, 1:3]``.
+  (Earlier forms, measured slower on XLA:CPU and kept only as history in BUILD_NOTES.md: four
+  separate 2x2 phase convolutions, 1.1-4x slower for small maps or few output channels; and
+  :func:`transpose_kernel_to_subpixel`'s single 3x3 conv, 36/16 of the work.) On XLA:CPU the
+  weight gradient of the dilated-input convolution is very slow, the sub-pixel path is not
   (``experiments/benchmark_upsample.py``; default per backend: :func:`default_upsample`).
 
 References:
@@ -239,17 +242,27 @@ def transpose_kernel_to_subpixel(kernel: jax.Array) -> jax.Array:
   return w.transpose(0, 1, 4, 2, 3, 5).reshape(3, 3, cin, 4 * cout)
 
 
-def _phase_upsample(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """4/2/1 transposed conv as four 2x2 phase convolutions + depth-to-space."""
-  b, h, w, _ = x.shape
+def _block_kernel(kernel: jax.Array) -> jax.Array:
+  """``[4, 4, C_in, C_out]`` transposed-conv kernel -> ``[2, 2, C_in, 4 C_out]`` (order ``a, b, o``).
+
+  Output row ``2 m + a - 1`` of the transposed conv reads input rows ``m - 1 + t`` (``t`` in
+  ``{0, 1}``) through tap ``k_y = 2 (1 - t) + a``; columns alike.
+  """
+  cin, cout = kernel.shape[2:]
+  k = kernel.reshape(2, 2, 2, 2, cin, cout)[::-1, :, ::-1]  # [t_y, a, t_x, b, C_in, C_out]
+  return k.transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, cin, 4 * cout)
+
+
+def _subpixel_upsample(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """4/2/1 transposed conv as one 2x2 conv to the four phases + depth-to-space + crop."""
+  b, h, w, cin = x.shape
+  cout = kernel.shape[-1]
+  if h == 1 and w == 1:  # every output pixel reads the one input pixel: a matrix product
+    y = jnp.dot(x.reshape(b, cin), kernel[1:3, 1:3].transpose(2, 0, 1, 3).reshape(cin, 4 * cout))
+    return y.reshape(b, 2, 2, cout)
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  phases = []
-  for a in range(2):
-    for c in range(2):
-      k = kernel[np.array([3 - a, 1 - a])][:, np.array([3 - c, 1 - c])]  # [2, 2, Cin, Cout]
-      phases.append(jax.lax.conv_general_dilated(xp[:, a:a + h + 1, c:c + w + 1], k, (1, 1),
-                                                 "VALID", dimension_numbers=_DN))
-  return depth_to_space(jnp.concatenate(phases, axis=-1), 2)
+  y = jax.lax.conv_general_dilated(xp, _block_kernel(kernel), (1, 1), "VALID", dimension_numbers=_DN)
+  return depth_to_space(y, 2)[:, 1:-1, 1:-1]
 
 
 class Upsample2x(nn.Module):
@@ -283,7 +296,7 @@ class Upsample2x(nn.Module):
                                        padding=((2, 2), (2, 2)), lhs_dilation=(2, 2),
                                        dimension_numbers=_DN)
     else:
-      y = _phase_upsample(x, kernel)
+      y = _subpixel_upsample(x, kernel)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     return y

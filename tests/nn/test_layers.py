@@ -56,9 +56,11 @@ def test_batch_norm_running_var_convention():
   np.testing.assert_allclose(upd["batch_stats"]["mean"], 0.1 * x.reshape(-1, 3).mean(0), atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["transpose", "subpixel"])
-def test_upsample_matches_torch_conv_transpose(method):
-  x = np.random.default_rng(0).normal(size=(2, 5, 7, 4)).astype(np.float32)
+@pytest.mark.parametrize("method,hw", [("transpose", (5, 7)), ("subpixel", (5, 7)),
+                                       ("subpixel", (1, 1)), ("subpixel", (1, 3))])
+def test_upsample_matches_torch_conv_transpose(method, hw):
+  # (1, 1): the sub-pixel path's matrix-product branch; (1, 3): its conv on a one-row map.
+  x = np.random.default_rng(0).normal(size=(2, *hw, 4)).astype(np.float32)
   mod = layers.Upsample2x(6, method=method)
   v = mod.init(jax.random.key(0), x)
   v = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(3), a.shape), v)
@@ -66,7 +68,7 @@ def test_upsample_matches_torch_conv_transpose(method):
   ref = tnn.ConvTranspose2d(4, 6, 4, 2, 1)
   tr.copy_convt(ref, v["params"])
   y_t = tr.nchw_to_nhwc(ref(tr.nhwc_to_nchw(x)))
-  assert y.shape == (2, 10, 14, 6)
+  assert y.shape == (2, 2 * hw[0], 2 * hw[1], 6)
   np.testing.assert_allclose(np.asarray(y), y_t, **TOL)
 
 
