@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
-  "upsample", "gaussian_kernel1d", "default_kernel_size", "gaussian_smooth", "minmax_normalize",
-  "score_from_map",
+  "upsample", "gaussian_kernel1d", "default_kernel_size", "gaussian_smooth", "upsample_smooth",
+  "bilinear_matrix", "smooth_matrix", "minmax_normalize", "score_from_map",
 ]
 
 _PAD_MODES = ("symmetric", "reflect", "edge", "constant", "wrap")
@@ -119,6 +119,79 @@ def gaussian_smooth(maps, sigma: float = 4.0, kernel_size: int | None = None,
   x = jax.lax.conv_general_dilated(x, kern.reshape(1, 1, 1, -1), (1, 1), "VALID",
                                    dimension_numbers=dn, precision=jax.lax.Precision.HIGHEST)
   return x[:, 0]
+
+
+def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
+  """``[out_size, in_size]`` float64 matrix of :func:`upsample`'s bilinear resize along one axis.
+
+  The weights of ``jax.image.resize(..., "bilinear")`` (triangle kernel, half-pixel centres,
+  widened when shrinking: antialias), computed on the host: ``upsample(m)[b] = R_h m[b] R_w^T``.
+  """
+  if min(in_size, out_size) < 1:
+    raise ValueError(f"sizes must be >= 1, got in_size={in_size}, out_size={out_size}")
+  inv_scale = in_size / out_size
+  kernel_scale = max(inv_scale, 1.0)
+  sample = (np.arange(out_size, dtype=np.float64) + 0.5) * inv_scale - 0.5
+  x = np.abs(sample[None, :] - np.arange(in_size, dtype=np.float64)[:, None]) / kernel_scale
+  w = np.maximum(0.0, 1.0 - x)  # [in, out]
+  total = w.sum(axis=0, keepdims=True)
+  w = np.where(np.abs(total) > 1000.0 * float(np.finfo(np.float32).eps),
+               w / np.where(total != 0, total, 1.0), 0.0)
+  inside = (sample >= -0.5) & (sample <= in_size - 0.5)
+  return np.where(inside[None, :], w, 0.0).T
+
+
+def smooth_matrix(size: int, sigma: float, kernel_size: int | None = None,
+                  mode: str = "symmetric") -> np.ndarray:
+  """``[size, size]`` float64 matrix of :func:`gaussian_smooth` along one axis (borders included).
+
+  ``gaussian_smooth(m)[b] = S_h m[b] S_w^T``; row ``i`` holds the kernel taps of output ``i``
+  folded back onto the input by the padding ``mode`` (the ``jnp.pad`` / ``np.pad`` modes).
+  """
+  if mode not in _PAD_MODES:
+    raise ValueError(f"mode must be one of {_PAD_MODES}, got {mode!r}")
+  k = gaussian_kernel1d(sigma, kernel_size)
+  r = k.size // 2
+  padded = np.pad(np.eye(size), ((r, r), (0, 0)), mode=mode)  # [size + 2r, size] one-hot sources
+  out = np.zeros((size, size))
+  for t, kt in enumerate(k):
+    out += kt * padded[t:t + size]
+  return out
+
+
+def upsample_smooth(maps, size: int | Sequence[int], sigma: float = 4.0,
+                    kernel_size: int | None = None, mode: str = "symmetric") -> jax.Array:
+  """Bilinear upsampling followed by Gaussian smoothing, as one small matrix per axis.
+
+  Both steps are linear and separable, so ``gaussian_smooth(upsample(m, size), sigma)`` equals
+  ``A_h m A_w^T`` with ``A = smooth_matrix(H) @ bilinear_matrix(h, H)`` (``[H, h]``, built on the
+  host in float64): two matrix products per map instead of a ``kernel_size``-tap convolution at
+  full size (PatchCore's maps, 28x28 -> 224x224 with sigma 4: ~20x fewer multiply-adds).
+
+  Args:
+    maps: ``[B,h,w]`` float maps.
+    size: target ``(H, W)`` or one int for a square output.
+    sigma, kernel_size, mode: as :func:`gaussian_smooth`.
+
+  Returns:
+    ``[B,H,W]`` maps of the input's float dtype, equal to
+    ``gaussian_smooth(upsample(maps, size, "bilinear"), sigma, kernel_size, mode)`` up to float32
+    rounding (tested).
+
+  References:
+    PatchCore (Roth et al., CVPR 2022): bilinear upsampling, Gaussian sigma 4.
+  """
+  maps = _check_maps(maps)
+  if isinstance(size, (int, np.integer)):
+    size = (int(size), int(size))
+  size = tuple(int(s) for s in size)
+  if len(size) != 2 or min(size) < 1:
+    raise ValueError(f"size must be a positive int or (H, W), got {size}")
+  a_h, a_w = (smooth_matrix(n, sigma, kernel_size, mode) @ bilinear_matrix(m, n)
+              for m, n in zip(maps.shape[1:], size))
+  hi = jax.lax.Precision.HIGHEST
+  x = jnp.matmul(maps, jnp.asarray(a_w.T, maps.dtype), precision=hi)  # [B, h, W]
+  return jnp.einsum("Hh,bhW->bHW", jnp.asarray(a_h, maps.dtype), x, precision=hi)
 
 
 def minmax_normalize(x, lo=None, hi=None) -> jax.Array:

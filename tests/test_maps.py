@@ -110,6 +110,44 @@ def test_upsample_int_size_and_errors():
     maps_lib.upsample(x[..., None], 16)
 
 
+@pytest.mark.parametrize("src,dst,sigma,kernel_size,mode", [
+    ((28, 28), (224, 224), 4.0, None, "symmetric"),  # PatchCore's maps
+    ((8, 8), (32, 32), 4.0, None, "symmetric"),      # radius 16 > 8: repeated reflections
+    ((7, 5), (40, 21), 2.0, 9, "reflect"),
+    ((20, 26), (9, 13), 1.5, None, "edge"),          # shrinking (antialiased resize)
+])
+def test_upsample_smooth_equals_upsample_then_smooth(src, dst, sigma, kernel_size, mode):
+  # Two references: jaxad's two steps (each tested above against PyTorch / SciPy) and, when
+  # enlarging, PyTorch's bilinear interpolation followed by SciPy's float64 filter.
+  x = _random_maps(6, (2, *src))
+  fn = jax.jit(maps_lib.upsample_smooth, static_argnums=(1, 2, 3, 4))
+  y = np.asarray(fn(x, dst, sigma, kernel_size, mode))
+  two_steps = maps_lib.gaussian_smooth(maps_lib.upsample(x, dst), sigma, kernel_size, mode)
+  assert y.shape == (2, *dst) and y.dtype == np.float32
+  np.testing.assert_allclose(y, np.asarray(two_steps), atol=2e-6)
+  if dst[0] >= src[0] and dst[1] >= src[1]:
+    up = torch.nn.functional.interpolate(torch.from_numpy(x).double()[:, None], size=dst,
+                                         mode="bilinear", align_corners=False)[:, 0].numpy()
+    radius = (maps_lib.default_kernel_size(sigma) if kernel_size is None else kernel_size) // 2
+    scipy_mode = {"symmetric": "reflect", "reflect": "mirror", "edge": "nearest"}[mode]
+    ref = np.stack([ndimage.gaussian_filter(m, sigma, mode=scipy_mode, radius=radius) for m in up])
+    np.testing.assert_allclose(y, ref, atol=F32_TOL)
+    assert np.abs(y - up).max() > 100 * F32_TOL  # the smoothing is really applied
+
+
+def test_upsample_smooth_matrices():
+  r = maps_lib.bilinear_matrix(7, 28)
+  assert r.shape == (28, 7)
+  np.testing.assert_allclose(r.sum(1), 1.0, atol=1e-12)
+  s = maps_lib.smooth_matrix(30, 2.0)
+  np.testing.assert_allclose(s.sum(1), 1.0, atol=1e-12)  # symmetric borders keep the mass
+  np.testing.assert_allclose(s[15, 7:24], maps_lib.gaussian_kernel1d(2.0), atol=1e-15)
+  with pytest.raises(ValueError, match="mode"):
+    maps_lib.upsample_smooth(_random_maps(), 40, 2.0, mode="mirror")
+  with pytest.raises(ValueError, match="size"):
+    maps_lib.upsample_smooth(_random_maps(), (0, 40), 2.0)
+
+
 # ----------------------------------------------------------------------------
 # Normalisation and image scores
 # ----------------------------------------------------------------------------

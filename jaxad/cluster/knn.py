@@ -28,7 +28,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from jaxad import progress as _progress
 from jaxad.cluster import _common as C
 
-__all__ = ["KNNResult", "knn", "knn_core"]
+__all__ = ["KNNResult", "knn", "knn_core", "nearest_sq_dists"]
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -96,6 +96,46 @@ def knn_core(queries: jax.Array, bank: jax.Array, bank_valid: jax.Array, *, k: i
   qs = queries.reshape(q_pad // query_block, query_block, d)
   bd, bi = jax.lax.map(per_query_block, qs)
   return bd.reshape(q_pad, k), bi.reshape(q_pad, k)
+
+
+def nearest_sq_dists(queries: jax.Array, bank: jax.Array, bank_valid: jax.Array, *, k: int,
+                     block: int) -> jax.Array:
+  """Jit-able blocked exact ``k`` smallest squared distances, values only (no indices).
+
+  The distances are the same float32 expression as :func:`knn_core`'s (equal values); without
+  indices the running merge is a minimum (``k = 1``) or a ``top_k`` of ``2k`` values, and every
+  query is searched in one pass over the bank blocks (``[Q, block]`` temporaries), so a batch
+  sharded on the query axis stays sharded.
+
+  Args:
+    queries: ``[Q, D]`` float32 (any ``Q``).
+    bank: ``[N_pad, D]``, ``N_pad % block == 0``, ``block >= k``.
+    bank_valid: ``[N_pad]`` bool, False for padding rows (their distance is +inf).
+    k, block: static ints.
+
+  Returns:
+    ``[Q, k]`` float32 squared Euclidean distances, ascending per row.
+  """
+  q, d = queries.shape
+  n_pad = bank.shape[0]
+  if n_pad % block or block < k:
+    raise ValueError(f"bank: {n_pad} rows, expected a multiple of block={block} >= k={k}")
+  nbb = n_pad // block
+  b_sq = jnp.where(bank_valid, jnp.sum(bank * bank, axis=1), jnp.inf)
+  q_sq = jnp.sum(queries * queries, axis=1)
+  q_m2 = -2.0 * queries  # exact scaling: q_m2 . b == -2 (q . b) bit for bit
+
+  def body(best, inp):
+    bb, bsq = inp
+    dist = jnp.maximum(q_sq[:, None] + jnp.matmul(q_m2, bb.T, precision=_HI) + bsq[None], 0.0)
+    if k == 1:
+      return jnp.minimum(best, jnp.min(dist, axis=1, keepdims=True)), None
+    local = -jax.lax.top_k(-dist, k)[0]
+    return -jax.lax.top_k(-jnp.concatenate([best, local], axis=1), k)[0], None
+
+  init = jnp.full((q, k), jnp.inf, jnp.float32)
+  best, _ = jax.lax.scan(body, init, (bank.reshape(nbb, block, d), b_sq.reshape(nbb, block)))
+  return best
 
 
 @functools.partial(jax.jit, static_argnames=("k", "block", "query_block", "squared"))

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxad import maps as maps_lib
-from jaxad.cluster.knn import knn_core
+from jaxad.cluster.knn import knn_core, nearest_sq_dists
 from jaxad.progress import Progress
 
 __all__ = ["PROJECTIONS", "KNN_BLOCK", "QUERY_BLOCK", "local_average", "fuse_layers",
@@ -167,12 +167,20 @@ def check_image_batch(batch: Mapping[str, Any], image_size: int, channels: int,
 
 
 def bank_layout(n: int) -> tuple[int, int]:
-  """``(slots, block)`` for ``n`` bank entries: slots a multiple of the kNN block."""
+  """``(slots, block)`` for ``n`` bank entries: ``slots`` a multiple of the kNN ``block``.
+
+  Up to 4096 entries: one block of ``n`` rounded up to 8. More: the fewest blocks of at most
+  :data:`KNN_BLOCK` rows, all of one size (a multiple of 8), so that at most ``8 x blocks - 1``
+  slots are padding (16,386 entries: 9 x 1,824 = 16,416 slots; 12,544: 7 x 1,792, none). The
+  search cost grows with the slots, padding included. ``bank_layout(slots)`` returns the same
+  layout again.
+  """
   if n <= 4096:
     s = -(-n // 8) * 8
     return s, s
-  s = -(-n // KNN_BLOCK) * KNN_BLOCK
-  return s, KNN_BLOCK
+  blocks = -(-n // KNN_BLOCK)
+  block = -(-(-(-n // blocks)) // 8) * 8
+  return blocks * block, block
 
 
 def pack_rows(rows: jax.Array, valid: jax.Array, slots: int) -> tuple[jax.Array, jax.Array]:
@@ -208,8 +216,11 @@ def nearest_rows(queries: jax.Array, bank: jax.Array, bank_valid: jax.Array, *, 
 def knn_patch_scores(feats: jax.Array, bank: jax.Array, bank_valid: jax.Array, k: int) -> jax.Array:
   """``[B, h, w]`` mean Euclidean distance of every patch to its ``k`` nearest valid bank rows.
 
+  All ``B h w`` patches of the batch are searched together in one pass over the bank blocks
+  (:func:`jaxad.cluster.knn.nearest_sq_dists`: distances only, the batch axis stays sharded).
+
   Args:
-    feats: ``[B, h, w, D]`` patch features (may be sharded on the batch axis: one search per image).
+    feats: ``[B, h, w, D]`` patch features (may be sharded on the batch axis).
     bank: ``[S, D]`` with ``S`` from :func:`bank_layout` (e.g. :func:`pack_rows`).
     bank_valid: ``[S]`` bool.
     k: neighbours averaged (static, >= 1).
@@ -222,21 +233,17 @@ def knn_patch_scores(feats: jax.Array, bank: jax.Array, bank_valid: jax.Array, k
   _, block = bank_layout(slots)
   if slots % block:
     raise ValueError(f"bank: {slots} rows, expected a multiple of {block} (pack it with pack_rows)")
-  q = h * w
-  q_pad = -(-q // 8) * 8
-  queries = jnp.pad(feats.reshape(b, q, d), ((0, 0), (0, q_pad - q), (0, 0)))
-
-  def one(qi):
-    sq, _ = knn_core(qi, bank, bank_valid, k=k, block=block, query_block=q_pad)
-    return sq
-
-  sq = jax.vmap(one)(queries)[:, :q]  # [B, q, k]
+  sq = nearest_sq_dists(feats.reshape(b * h * w, d), bank, bank_valid, k=k, block=block)
   return jnp.mean(jnp.sqrt(sq), axis=-1).reshape(b, h, w)
 
 
 def scores_and_maps(patch: jax.Array, image_hw: tuple[int, int],
                     sigma: float) -> tuple[jax.Array, jax.Array]:
   """Image scores (max patch score) and maps (bilinear to ``image_hw``, Gaussian ``sigma``).
+
+  The map is :func:`jaxad.maps.upsample_smooth`: the bilinear upsampling and the smoothing as one
+  ``[H, h]`` / ``[W, w]`` matrix per axis (equal to ``gaussian_smooth(upsample(patch))`` up to
+  float32 rounding, far cheaper than the 33-tap convolution at image size).
 
   Args:
     patch: ``[B, h, w]`` patch scores.
@@ -247,10 +254,9 @@ def scores_and_maps(patch: jax.Array, image_hw: tuple[int, int],
     ``scores [B]`` and ``maps [B, H, W]`` (PatchCore's anomaly maps).
   """
   scores = jnp.max(patch.reshape(patch.shape[0], -1), axis=1)
-  up = maps_lib.upsample(patch, tuple(image_hw), method="bilinear")
   if sigma > 0:
-    up = maps_lib.gaussian_smooth(up, sigma)
-  return scores, up
+    return scores, maps_lib.upsample_smooth(patch, tuple(image_hw), sigma)
+  return scores, maps_lib.upsample(patch, tuple(image_hw), method="bilinear")
 
 
 def batch_features(features: Callable[[Any], Any], check: Callable[[Mapping[str, Any], str], None],

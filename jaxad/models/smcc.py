@@ -66,6 +66,7 @@ NAME = "smcc"
 PyTree = Any
 _HI = jax.lax.Precision.HIGHEST
 CENTRES = ("gmm_means", "center_set")
+_MOBILE = ("mobilenet_v2", "efficientnet_lite")
 SELECTIONS = ("batch_loss", "heldout")
 
 
@@ -113,6 +114,9 @@ class Config:
     lo_margin: ``None`` = Eq. 5 as written; a float ``m`` uses ``relu(d1 - d2 + m)`` instead.
     knn_k: K nearest bank entries averaged for a patch score (paper: "K", value not given).
     sigma: Gaussian smoothing of the upsampled map in pixels (PatchCore: 4).
+    conv_method: convolution path of the MobileNetV2 / EfficientNet-Lite backbones (``"auto"``:
+      the backend's default; ``"native"`` / ``"unrolled"``, see :mod:`jaxad.backbones.convs`);
+      same parameters and features, only the speed differs. Other backbones: ``"auto"`` only.
   """
   image_size: int = 224
   channels: int = 3
@@ -139,6 +143,7 @@ class Config:
   lo_margin: float | None = None
   knn_k: int = 3
   sigma: float = 4.0
+  conv_method: str = "auto"
 
   def __post_init__(self):
     if isinstance(self.layers, str) or not isinstance(self.layers, Sequence):
@@ -181,6 +186,12 @@ class Config:
       raise ValueError(f"lo_margin: expected None or a value >= 0, got {self.lo_margin!r}")
     if not self.sigma >= 0:
       raise ValueError(f"sigma: expected >= 0, got {self.sigma!r}")
+    if self.conv_method not in ("auto", *backbones.convs.CONV_METHODS):
+      raise ValueError(f"conv_method: expected 'auto' or one of {backbones.convs.CONV_METHODS}, "
+                       f"got {self.conv_method!r}")
+    if self.conv_method != "auto" and not self.backbone.startswith(_MOBILE):
+      raise ValueError(f"conv_method: {self.conv_method!r} applies to {_MOBILE} backbones only, "
+                       f"got backbone={self.backbone!r}")
 
 
 class SMCCState(struct.PyTreeNode):
@@ -255,7 +266,8 @@ def patch_features(config: Config, variables: Mapping[str, Any], projection: jax
     ``[B, h, w, D]`` float32, ``(h, w) = grid_size(config)`` when ``H = W = image_size``.
   """
   images = pf.to_rgb(images, config.channels)
-  module = backbones.create(config.backbone)
+  kw = {} if config.conv_method == "auto" else {"conv_method": config.conv_method}
+  module = backbones.create(config.backbone, **kw)
   feats = backbones.extract_features(module, variables, images, config.layers, train=train)
   g = (-(-images.shape[1] // config.feature_stride), -(-images.shape[2] // config.feature_stride))
   return pf.fuse_layers(feats, config.layers, g, pool=config.pool, projection=projection)

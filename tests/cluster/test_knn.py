@@ -11,6 +11,7 @@ import pytest
 
 from conftest import run_jax_subprocess
 from jaxad.cluster import knn
+from jaxad.cluster.knn import knn_core, nearest_sq_dists
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,29 @@ def test_block_sizes_do_not_change_result(data):
   # Blocks change the matrix-product tiling, hence the float32 rounding of |q|^2 - 2qb + |b|^2
   # (|q|^2 ~ 160 here): distances ~3 agree to a few float32 ulps of |q|^2, not to 1e-5.
   np.testing.assert_allclose(np.asarray(a.distances), np.asarray(b.distances), atol=5e-5)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_nearest_sq_dists_equals_knn_core_values(data, k):
+  # The values-only search (predict's) against brute force and against knn_core's distances
+  # (same expression and blocks: equal values); invalid rows (here the closest ones) are ignored.
+  queries, bank = data
+  n_pad, block = 2048, 256
+  bank_p = np.zeros((n_pad, bank.shape[1]), np.float32)
+  bank_p[:bank.shape[0]] = bank
+  bank_p[-40:] = queries[:40]  # exact matches, but marked invalid
+  valid = np.arange(n_pad) < bank.shape[0]
+  fn = jax.jit(nearest_sq_dists, static_argnames=("k", "block"))
+  got = np.asarray(fn(queries, bank_p, valid, k=k, block=block))
+  ref_d, _ = _brute(queries, bank)
+  np.testing.assert_allclose(got, ref_d[:, :k], atol=2e-4)  # float32 expansion (see above)
+  q_pad = np.zeros((304, queries.shape[1]), np.float32)
+  q_pad[:301] = queries
+  core, _ = knn_core(q_pad, bank_p, valid, k=k, block=block, query_block=304)
+  np.testing.assert_allclose(got, np.asarray(core)[:301], rtol=1e-6, atol=1e-5)
+  assert got.shape == (301, k) and np.all(np.diff(got, axis=1) >= 0) and got.min() > 0.5
+  with pytest.raises(ValueError, match="multiple of block"):
+    nearest_sq_dists(queries, bank_p[:2000], valid[:2000], k=k, block=block)
 
 
 def test_k_equals_n_returns_all_points(data):

@@ -14,6 +14,7 @@ import torch
 
 from conftest import run_jax_subprocess
 from jaxad import cluster, data
+from jaxad import maps as maps_lib
 from jaxad.models import patch_features as pf
 from jaxad.models import smcc
 from jaxad.models.protocol import Run
@@ -204,6 +205,24 @@ def test_patch_scores_match_brute_force_knn(fitted):
   np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
   scores, _ = _predict(state, jnp.asarray(queries))
   np.testing.assert_allclose(scores, want.reshape(4, -1).max(1), rtol=2e-3, atol=2e-3)
+
+
+def test_predict_equals_the_separate_stages(fitted):
+  # predict is one jitted function (features, a values-only kNN over all patches of the batch,
+  # upsampling and smoothing as one matrix per axis); the stages as computed before, separately:
+  # the indexed blocked kNN of jaxad.cluster, maps.upsample, then maps.gaussian_smooth.
+  config, _, state, _ = fitted
+  queries = jnp.asarray(_images(4, seed=9))
+  scores, maps = _predict(state, queries)
+  feats = smcc._features(config, state.replace(params=state.best_params), queries)
+  bank = np.asarray(state.best_bank)[np.asarray(state.best_bank_valid)]
+  res = cluster.knn(np.asarray(feats).reshape(-1, bank.shape[1]), bank, config.knn_k, block=64)
+  patch = np.asarray(res.distances).mean(1).reshape(4, 8, 8)
+  want = maps_lib.gaussian_smooth(maps_lib.upsample(patch, (32, 32)), config.sigma)
+  tol = 1e-5 * float(patch.max())  # float32 rounding of |q|^2 - 2 q.b + |b|^2 in other blocks
+  np.testing.assert_allclose(np.asarray(scores), patch.reshape(4, -1).max(1), rtol=0, atol=tol)
+  np.testing.assert_allclose(np.asarray(maps), np.asarray(want), rtol=0, atol=tol)
+  assert float(np.ptp(np.asarray(maps))) > 1e3 * tol
 
 
 def test_best_pair_is_kept(fitted):
