@@ -12,10 +12,11 @@ predicts scores and maps for the test split and writes:
   (``--results_dir`` defaults to ``<workdir>/results``); ``<name>`` is ``--name``, else the
   MVTec category / BTAD product, else the data folder's name (``jaxad.results.dataset_name``);
 * ``<workdir>/results.md``: the Markdown metrics table (also printed);
-* ``<workdir>/test_panels.png``: input | reconstruction | residual | anomaly map | mask for
-  ``--num_panels`` test images of both classes (``jaxad.viz.select_examples``), each row captioned
-  with its file name, ground truth, score and the decision at the image F1-max threshold of this
-  test set; one colour scale (the test set's map range) with a colour bar.
+* ``<workdir>/test_panels.png`` (``jaxad.report.save_test_panels``): input | reconstruction |
+  residual | anomaly map | mask for ``--num_panels`` test images of both classes
+  (``jaxad.viz.select_examples``), each row captioned with its file name, ground truth, score and
+  the decision at the image F1-max threshold of this test set; one colour scale (the test set's map
+  range) with a colour bar.
 
 Pixel metrics are computed when the data set has masks (``has_masks``).
 
@@ -89,8 +90,7 @@ def main(argv: list[str]) -> None:
   if data_dir is not None and not Path(data_dir).is_dir():
     raise app.UsageError(f"data folder {data_dir} does not exist (pass --data_dir)")
 
-  import numpy as np
-  from jaxad import data, metrics, results, viz
+  from jaxad import data, metrics, report, results
   from jaxad.progress import log
   from jaxad.train import loop
   from jaxad.train.checkpoint import (CheckpointMismatchError, CheckpointUnreadableError,
@@ -129,24 +129,11 @@ def main(argv: list[str]) -> None:
   print(table)
   log("results: %s", path)
   if FLAGS.num_panels:
-    labels, scores = np.asarray(test.labels), np.asarray(scores)
-    order = viz.select_examples(labels, scores, FLAGS.num_panels)
-    threshold = None
-    if 0 < labels.sum() < labels.size:
-      threshold = metrics.f1_max(labels, scores)[1]
-    recon = None
-    if hasattr(method, "reconstruct"):
-      import jax
-      recon = np.asarray(jax.jit(method.reconstruct, static_argnums=0)(config, state,
-                                                                        test.images[order]))
-      recon = np.clip(recon, 0, 1)
-    title = f"{info['method']} on {name}" + (
-        f": threshold {threshold:.4g} = image F1-max on this test set" if threshold is not None else "")
-    panels = viz.save_panels(workdir / "test_panels.png", test.images[order], maps[order],
-                             reconstructions=recon, masks=test.masks[order] if has_masks else None,
-                             names=[test.names[i] for i in order], labels=labels[order],
-                             scores=scores[order], threshold=threshold, title=title,
-                             max_rows=len(order), vmin=float(maps.min()), vmax=float(maps.max()))
+    panels = report.save_test_panels(
+        workdir / "test_panels.png", test.images, scores, maps, labels=test.labels,
+        names=test.names, masks=test.masks if has_masks else None,
+        title=f"{info['method']} on {name}", num_panels=FLAGS.num_panels, method=method,
+        config=config, state=state)
     log("panels: %s", panels)
   print(json.dumps({"results": str(path), **values}))
 
