@@ -26,11 +26,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.seeds = (0,)
   c.workers = 2  # two records at a time: compilation runs on one core
   feat = dict(image_size=128)
-  c.specs.conv_ae = spec("conv_ae", image_size=64, epochs=5, features=(32, 64, 128, 256))
-  c.specs.ramfae = spec("ramfae", image_size=64, epochs=5, base_features=16, max_features=128,
+  c.specs.conv_ae = spec("conv_ae", image_size=64, epochs=8, features=(32, 64, 128, 256))
+  c.specs.ramfae = spec("ramfae", image_size=64, epochs=8, base_features=16, max_features=128,
                         smooth_kernel=5, smooth_sigma=1.0, learning_rate=1e-3)
-  c.specs.scgan = spec("scgan:cpu", image_size=64, epochs=5)
-  c.specs.affgan = spec("affgan:cpu", image_size=64, epochs=5)
+  c.specs.scgan = spec("scgan:cpu", image_size=64, epochs=8)
+  c.specs.affgan = spec("affgan:cpu", image_size=64, epochs=8)
   c.specs.smcc = spec("smcc", epochs=1, **feat)
   c.specs.dfdaad = spec("dfdaad", epochs=1, batch_size=10, **feat)
   c.specs.patchcore = spec("smcc", epochs=0, bank="greedy_coreset", knn_k=1, **feat)
