@@ -15,7 +15,8 @@ Control: the environment variable ``JAXAD_XLA_CPU_OPTIONS``
   * unset or ``default`` -> :data:`CPU_OPTIONS` on CPU, nothing elsewhere;
   * ``none`` -> no options (XLA's own defaults);
   * a JSON object, e.g. ``{"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}``
-    -> exactly these options on CPU.
+    -> exactly these options on CPU (JSON booleans stay booleans, e.g. ``{"xla_cpu_use_onednn": true}``;
+    other values are passed as strings).
 The option is *experimental* in XLA; if a future jaxlib rejects it, :func:`step_options`
 raises with this explanation instead of silently compiling without it.
 """
@@ -40,7 +41,7 @@ CPU_OPTIONS: dict[str, str] = {
 }
 
 
-def _requested(setting: str | None) -> dict[str, str]:
+def _requested(setting: str | None) -> dict[str, str | bool]:
   raw = (os.environ.get(ENV_VAR, "default") if setting is None else setting).strip()
   if raw in ("", "default"):
     return dict(CPU_OPTIONS)
@@ -53,11 +54,11 @@ def _requested(setting: str | None) -> dict[str, str]:
                      f"got {raw!r} ({e})") from None
   if not isinstance(opts, dict) or not all(isinstance(k, str) for k in opts):
     raise ValueError(f"{ENV_VAR} must be a JSON object mapping option names to values, got {raw!r}")
-  return {k: str(v) for k, v in opts.items()}
+  return {k: v if isinstance(v, bool) else str(v) for k, v in opts.items()}
 
 
 @functools.lru_cache(maxsize=8)
-def _checked(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
+def _checked(items: tuple[tuple[str, str | bool], ...]) -> dict[str, str | bool]:
   """Compile a one-op function with the options once, so a rejected option fails early and clearly."""
   opts = dict(items)
   try:
@@ -70,7 +71,7 @@ def _checked(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
   return opts
 
 
-def step_options(backend: str | None = None, setting: str | None = None) -> dict[str, str] | None:
+def step_options(backend: str | None = None, setting: str | None = None) -> dict[str, str | bool] | None:
   """XLA compiler options for a jitted jaxad step on ``backend``.
 
   Args:

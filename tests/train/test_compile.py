@@ -29,6 +29,14 @@ def test_default_none_and_json(monkeypatch):
   assert xla_compile.step_options("cpu", setting="default") == xla_compile.CPU_OPTIONS
 
 
+def test_json_booleans_stay_booleans(monkeypatch):
+  # XLA parses bool options from Python bools only ("true" as a string is rejected).
+  custom = {"xla_cpu_use_onednn": True, "xla_cpu_experimental_ynn_fusion_type": ""}
+  monkeypatch.setenv(xla_compile.ENV_VAR, json.dumps(custom))
+  assert xla_compile.step_options("cpu") == custom
+  assert xla_compile.step_options("cpu")["xla_cpu_use_onednn"] is True
+
+
 @pytest.mark.parametrize("raw", ["{not json", "[1, 2]", "fast"])
 def test_malformed_env_is_an_error(monkeypatch, raw):
   monkeypatch.setenv(xla_compile.ENV_VAR, raw)
