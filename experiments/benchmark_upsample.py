@@ -2,8 +2,8 @@
 
 Times one training-style pass (forward + gradients w.r.t. input and kernel, summed-square
 loss) of :class:`jaxad.nn.layers.Upsample2x` with ``method="transpose"`` (dilated-input
-convolution, what ``ConvTranspose`` lowers to) and ``method="subpixel"`` (3x3 conv to
-4x the channels + depth-to-space, same parameters and outputs), and PyTorch's
+convolution, what ``ConvTranspose`` lowers to) and ``method="subpixel"`` (one 2x2 conv to
+4x the channels + depth-to-space + crop, same parameters and outputs), and PyTorch's
 ``ConvTranspose2d(k=4, s=2, p=1)`` on the CPU as the reference. The shapes are those of
 RAMFAE's three decoder blocks at the given image size and width.
 
