@@ -425,7 +425,7 @@ def method_config(job: dict[str, Any]) -> tuple[types.ModuleType, Any]:
   method = models.get(cd.method)
   config = configs.to_method_config(method, cd)
   if spec.get("bank") == "greedy_coreset":
-    method = PATCHCORE
+    method = patchcore_method()
   return method, config
 
 
@@ -441,17 +441,21 @@ def _patchcore_prepare(config: Any, run: Any, key: Any, state: Any, batches: Any
   return smcc.with_bank(config, state, x[np.asarray(core.indices)])
 
 
-def _patchcore_module() -> types.ModuleType:
-  from jaxad.models import smcc
-  module = types.ModuleType("patchcore", "SMCC's features and scoring with a PatchCore-style bank")
-  module.__dict__.update({a: getattr(smcc, a) for a in ("Config", "init", "train_step", "predict",
-                                                        "memory_bytes")})
-  module.NAME = "patchcore"
-  module.prepare = _patchcore_prepare
-  return module
+_PATCHCORE: list[types.ModuleType] = []  # one module per process (jit caches key on it)
 
 
-PATCHCORE: Any = None  # built in the child (imports JAX)
+def patchcore_method() -> types.ModuleType:
+  """The PatchCore-style baseline as a method module: SMCC's ``Config``, features and scoring,
+  with :func:`_patchcore_prepare` as its ``prepare`` and no training steps (``epochs = 0``)."""
+  if not _PATCHCORE:
+    from jaxad.models import smcc
+    module = types.ModuleType("patchcore", "SMCC's features and scoring with a PatchCore-style bank")
+    module.__dict__.update({a: getattr(smcc, a) for a in ("Config", "init", "train_step", "predict",
+                                                          "memory_bytes")})
+    module.NAME = "patchcore"
+    module.prepare = _patchcore_prepare
+    _PATCHCORE.append(module)
+  return _PATCHCORE[0]
 
 
 def _without_normalize(method: types.ModuleType) -> types.ModuleType:
@@ -534,7 +538,6 @@ def machine_line() -> str:
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
   """Trains and evaluates one record; writes its JSON and panels; returns the record."""
-  global PATCHCORE
   import jax
   import numpy as np
   import jaxad
@@ -544,7 +547,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
   from jaxad.train.mesh import make_mesh
   from jaxad.train.predict import predict_dataset
 
-  PATCHCORE = _patchcore_module()
   method, config = method_config(job)
   train, val, test = load_data(job, config)
   log("%s on %s, seed %d: %d training images %s, %d held out, %d test", job["method"], job["name"],

@@ -104,3 +104,22 @@ def test_rerun_skips_finished_records_and_rejects_other_settings(tiny_run):
   assert proc.returncode != 0
   assert "made with other settings (spec differ)" in proc.stderr
   assert {p: p.stat().st_mtime_ns for p in records} == before
+
+
+@pytest.mark.parametrize("preset", ["benchmark_cpu", "benchmark_demo", "benchmark_paper"])
+def test_presets_build_every_method_config(preset, tmp_path):
+  import importlib
+  from experiments import benchmark_methods as bm
+  cfg = importlib.import_module(f"experiments.configs.{preset}").get_config()
+  if cfg.dataset != "elpv":
+    cfg.data_dir = str(tmp_path)
+  cfg.methods = ",".join(cfg.specs.keys())
+  jobs = bm.make_jobs(cfg, tmp_path / "out")
+  seeds, categories = len(bm._split_list(cfg.seeds)), len(bm._split_list(cfg.categories)) or 1
+  assert len(jobs) == seeds * categories * len(cfg.specs)
+  for job in jobs[:len(cfg.specs)]:
+    method, config = bm.method_config(job)
+    assert config.image_size == (job["spec"]["crop_size"] or job["spec"]["image_size"])
+    assert (method.NAME == "patchcore") == (job["method"] == "patchcore")
+    if job["method"] == "dfdaad" and preset == "benchmark_paper":
+      assert (config.backbone_a, config.backbone_b) == ("densenet121", "resnet50")
