@@ -19,6 +19,10 @@ The PyTorch models are in ``experiments/torch_blocks.py`` (``TorchSCGANGenerator
 code; their augmentations are per-image loops on the host (both sides include augmentation in the
 timed step).
 
+``--jax_devices=2`` times jaxad's own multi-device path on the CPU: the batch split over two XLA
+host devices of one thread each (one per core), the state replicated, as ``train.py`` runs on a mesh
+(BatchNorm statistics and losses over the whole batch: the same step).
+
 Usage:
   .venv/bin/python experiments/benchmark_gan.py --method=scgan --image_size=64 --batch_size=16 \
       --base_features=32 --steps=10 --warmup=2
@@ -141,14 +145,18 @@ class _TorchStep:
 class _JaxStep:
   """One jitted jaxad step of the method; the state is donated (updated in place)."""
 
-  def __init__(self, method: str, cfg, state, images: np.ndarray):
+  def __init__(self, method: str, cfg, state, images: np.ndarray, devices: int = 1):
     import jax
 
     from jaxad.models.protocol import Run
     from jaxad.train import compile as xla_compile
+    from jaxad.train import mesh as mesh_lib
     self.jax = jax
-    self.batch = {"image": jax.device_put(images)}
-    self.state = state
+    mesh = mesh_lib.make_mesh(devices)
+    mesh_lib.check_batch_size(images.shape[0], mesh)
+    # The engine's layout: batch split over the "data" axis, state replicated (one device: plain).
+    self.batch = {"image": jax.device_put(images, mesh_lib.data_sharding(mesh))}
+    self.state = mesh_lib.replicate(state, mesh)
     self.step = jax.jit(functools.partial(_module(method).train_step, cfg, Run(batch_size=images.shape[0])),
                         donate_argnums=0, compiler_options=xla_compile.step_options())
 
@@ -195,6 +203,14 @@ def main(argv) -> None:
   from absl import flags
   f = flags.FLAGS
   threads = f.threads or os.cpu_count() or 1
+  xla_flags = []
+  if f.jax_devices > 1:
+    xla_flags.append(f"--xla_force_host_platform_device_count={f.jax_devices}")
+  if threads == 1 or f.jax_devices > 1:
+    # The bare word must come last: XLA stops reading flags at it.
+    xla_flags += ["--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"]
+  # XLA reads XLA_FLAGS when its CPU client starts (first use of jax below), not at import.
+  os.environ["XLA_FLAGS"] = " ".join(xla_flags + [os.environ.get("XLA_FLAGS", "")]).strip()
   import jax
 
   from jaxad.models.protocol import Run
@@ -208,7 +224,8 @@ def main(argv) -> None:
     raise SystemExit(f"PyTorch and jaxad {f.method} differ by {diff:.2e} (> 1e-4): not the same model")
   g_vars = jax.device_get(state.generator.variables())
   d_vars = jax.device_get(state.discriminator.variables())
-  steppers = {"jaxad": _JaxStep(f.method, cfg, state, images)}
+  jax_name = "jaxad" if f.jax_devices <= 1 else f"jaxad, {f.jax_devices} host devices x 1 thread"
+  steppers = {jax_name: _JaxStep(f.method, cfg, state, images, max(f.jax_devices, 1))}
   torch_name = f"PyTorch {torch.__version__} CPU"
   if not f.skip_torch:
     steppers[torch_name] = _TorchStep(f.method, cfg, images, g_vars, d_vars)
@@ -219,7 +236,9 @@ def main(argv) -> None:
         f"batch {f.batch_size}, base width {f.base_features}, parameters G {counts['generator']:,} / "
         f"D {counts['discriminator']:,}; outputs equal to {diff:.1e}; {f.steps} interleaved timed steps "
         f"after {f.warmup} warm-up; jax {jax.__version__} backend {jax.default_backend()}, "
-        f"{os.cpu_count()} CPUs, {threads} thread(s) each; timed from {t_start} UTC\n")
+        f"{os.cpu_count()} CPUs, {threads} thread(s) each"
+        + (f" (jaxad: {f.jax_devices} XLA host devices of 1 thread, batch split)" if f.jax_devices > 1 else "")
+        + f"; timed from {t_start} UTC\n")
   print_throughput_table(res, f.batch_size, None if f.skip_torch else torch_name)
 
 
@@ -234,5 +253,9 @@ if __name__ == "__main__":
   flags.DEFINE_integer("steps", 10, "timed steps per implementation")
   flags.DEFINE_integer("warmup", 2, "untimed steps first (includes XLA compilation)")
   flags.DEFINE_bool("skip_torch", False, "measure only jaxad")
-  flags.DEFINE_integer("threads", 0, "threads per framework (0 = all CPUs)")
+  flags.DEFINE_integer("threads", 0, "threads per framework (0 = all CPUs; 1 also sets XLA's "
+                       "single-thread flags)")
+  flags.DEFINE_integer("jax_devices", 0, "> 1: jaxad runs data-parallel over this many XLA host "
+                       "devices of one thread each (the engine's multi-device path on CPU cores; "
+                       "batch split, BatchNorm statistics over the whole batch)")
   app.run(main)
