@@ -43,8 +43,9 @@ def f1_threshold(labels: Any, scores: Any) -> float | None:
 
 
 def _display(x: np.ndarray, size: int | None) -> np.ndarray:
-  """``[N, H, W(, C)]`` resized (antialiased) so that its longer side is at most ``size``."""
-  if size is None or max(x.shape[1:3]) <= size:
+  """``[N, H, W(, C)]`` resized (bilinear, antialiased when shrinking) so that its longer side is
+  ``size`` (``None``: unchanged)."""
+  if size is None or max(x.shape[1:3]) == size:
     return x
   from PIL import Image  # Imported lazily: only needed when writing files.
 
@@ -79,7 +80,8 @@ def save_test_panels(path: str | os.PathLike, images: np.ndarray, scores: Any, m
     num_panels: rows (half anomalous, half normal).
     method, config, state: with a method that has ``reconstruct``, adds reconstruction and
       residual columns.
-    display_size: shrink the drawn images so their longer side is at most this (small PNGs).
+    display_size: draw the images (and maps, masks) with this longer side: smaller PNGs for large
+      images, readable rows for small ones (``None``: their own size).
 
   Returns:
     The written path.

@@ -74,7 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.minutes = config_dict.placeholder(float)     # every method's training time limit
   c.batch_size = config_dict.placeholder(int)    # every method's batch size
   c.num_panels = 8
-  c.panel_size = 128                             # panel images shrunk to this (small PNGs)
+  c.panel_size = 128                             # panel images drawn at this size (small PNGs)
   c.timing_images = 64                           # test images timed for images/s
   c.infer_batch_size = 16
   c.workers = 1                                  # records trained at the same time
