@@ -184,7 +184,7 @@ def main(argv):
                                            mesh=mesh, desc="predict"))
          for b in FLAGS.batch_sizes}
   for t in threads:
-    fns[f"PyTorch PatchCore (batch {FLAGS.torch_batch_size}, {t} threads)"] = (
+    fns[f"PyTorch PatchCore (batch {FLAGS.torch_batch_size}, {t} thread{'s' if t > 1 else ''})"] = (
         lambda t=t: torch_predict(model, test.images, t))
 
   smcc_rec = None
@@ -206,7 +206,7 @@ def main(argv):
         f"{FLAGS.image_size} px, MobileNetV2 stride 8 + 16, coreset {FLAGS.coreset_ratio:g}, "
         f"jax {jax.__version__} ({jax.device_count()} device), torch {torch.__version__} "
         f"(fit with {threads[0]} threads)\n")
-  torch_key = f"PyTorch PatchCore (batch {FLAGS.torch_batch_size}, {threads[0]} threads)"
+  torch_key = [k for k in fns if k.startswith("PyTorch")][0]
   t_ref = float(np.median(res[torch_key][1]))
   print("| implementation | fit s | features s | coreset s | infer s/img | vs PyTorch | "
         "image AUROC | pixel AUROC |")

@@ -48,7 +48,7 @@ Entries combine with ``:``, applied left to right on ``smcc``, e.g. ``center_set
 the final backbone with the last training batch's patches re-extracted by it) beside the kept one.
 
 Per row it reports the metrics, the fit time, the inference time per image (after compilation,
-batch 16) and the memory-bank bytes (the paper's Table VII columns), and writes
+``--infer_batch_sizes``) and the memory-bank bytes (the paper's Table VII columns), and writes
 ``<out>/results.json``, ``<out>/table.md``, ``<out>/<row>_history.json`` (loss curves) and
 heatmap panels ``<out>/<row>_panels.png``. ``--save_states`` also writes ``<out>/<row>_state.npz``
 (backbone, centres, bank) and ``--load_states=<dir>`` skips the fit of every row whose state file is
@@ -113,7 +113,8 @@ flags.DEFINE_bool("save_states", False, "Write <out>/<row>_state.npz (backbone, 
 flags.DEFINE_string("load_states", None, "Folder of <row>_state.npz written by a run with the "
                     "same flags: skip those rows' fits (only shapes are checked).")
 flags.DEFINE_integer("timing_repeats", 1, "Timed passes over the test set (median reported).")
-flags.DEFINE_list("infer_batch_sizes", ["16"], "Batch sizes timed; the first one gives the metrics.")
+flags.DEFINE_list("infer_batch_sizes", ["8"], "Batch sizes timed; the first one gives the metrics "
+                  "(8: the fastest per image on M1, benchmark_memory_bank.py).")
 flags.DEFINE_integer("dfdaad_epochs", 1, "Attention training epochs of the trained DFDA-AD rows.")
 flags.DEFINE_integer("dfdaad_batch_size", 10, "DFDA-AD training batch (paper: 10).")
 flags.DEFINE_float("dfdaad_lr", 2e-4, "DFDA-AD Adam step size (paper: 2e-4).")
