@@ -469,10 +469,11 @@ def _without_normalize(method: types.ModuleType) -> types.ModuleType:
 def fit(method: Any, config: Any, train: Any, job: dict[str, Any], mesh: Any) -> tuple[Any, int, int]:
   """Trains through the engine for the spec's epochs, or until its ``minutes`` run out.
 
-  With ``minutes > 0`` the run length (schedules) stays ``epochs`` and training stops at the last
-  step that fits in the time (the engine's time-boxed ``max_steps``): one step (with ``prepare`` and
-  compilation), a few steps to time one, then as many as fit, resuming from the checkpoint in the
-  job's workdir each time (deleted afterwards).
+  With ``minutes > 0`` the run length (schedules) stays ``epochs`` and training stops near the
+  last step that fits in the time (the engine's time-boxed ``max_steps``): one step (with
+  ``prepare`` and compilation), four steps to time one, then chunks of as many steps as the measured
+  time per step leaves room for, each resuming from the checkpoint in the job's workdir (deleted
+  afterwards).
 
   Returns:
     ``(state, steps run, steps per epoch)``.
@@ -486,17 +487,16 @@ def fit(method: Any, config: Any, train: Any, job: dict[str, Any], mesh: Any) ->
   t0, budget, wd = time.perf_counter(), 60.0 * spec["minutes"], Path(job["workdir"])
   shutil.rmtree(wd, ignore_errors=True)
   res = loop.fit(method, config, train, workdir=wd, max_steps=1, **kw)
-  total, done = res.run.total_steps, min(1, res.run.total_steps)
-  if done < total:
-    t1 = time.perf_counter()
-    probe = min(total, done + 4)
-    res = loop.fit(method, config, train, workdir=wd, max_steps=probe, **kw)
-    per_step = (time.perf_counter() - t1) / (probe - done)
-    done = probe
-    final = min(total, done + max(0, int((budget - (time.perf_counter() - t0)) / per_step)))
-    if final > done:
-      res = loop.fit(method, config, train, workdir=wd, max_steps=final, **kw)
-      done = final
+  total, done, chunk = res.run.total_steps, min(1, res.run.total_steps), 4
+  for _ in range(6):  # chunks sized by the measured time per step (restarts included)
+    left = budget - (time.perf_counter() - t0)
+    if done >= total or chunk < 1 or left <= 0:
+      break
+    t1, target = time.perf_counter(), min(total, done + chunk)
+    res = loop.fit(method, config, train, workdir=wd, max_steps=target, **kw)
+    per_step = (time.perf_counter() - t1) / (target - done)
+    done = target
+    chunk = int((budget - (time.perf_counter() - t0)) / per_step)
   shutil.rmtree(wd, ignore_errors=True)
   return res.state, done, res.run.steps_per_epoch
 
