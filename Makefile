@@ -1,5 +1,6 @@
 # Two entry points (see README.md):
-#   make demo  - set up .venv and run the main job on the built-in default data
+#   make demo  - set up .venv and compare the five methods (and a PatchCore-style baseline) on the
+#                built-in ELPV data at a small budget: tables, panels, summary in runs/demo/
 #   make test  - set up .venv with the dev extra and run the test suite
 PYTHON ?= python3.11
 VENV   := .venv
