@@ -344,14 +344,19 @@ def run_parent(cfg: Any, out: Path, command: str) -> int:
     record, tail = run_child(job, out, cfg.compile_cache)
     return job, record, tail, time.perf_counter() - t
 
-  with concurrent.futures.ThreadPoolExecutor(cfg.workers) as pool:
-    for k, (job, record, tail, wall) in enumerate(pool.map(one, todo), 1):
+  pool = concurrent.futures.ThreadPoolExecutor(cfg.workers)
+  try:
+    futures = [pool.submit(one, job) for job in todo]
+    for k, future in enumerate(concurrent.futures.as_completed(futures), 1):
+      job, record, tail, wall = future.result()
       what = f"[{k}/{len(todo)}] {job['method']} on {job['name']}, seed {job['seed']}"
       if record is None:
         failed.append(job)
         print(f"{what}: FAILED after {wall:.0f} s; log {job['log']}:\n{tail}", flush=True)
       else:
         print(f"{what}: {_summary_line(record)} ({wall:.0f} s)", flush=True)
+  finally:  # interrupted: start no further record (a running child finishes or dies with it)
+    pool.shutdown(wait=False, cancel_futures=True)
   path = write_report(cfg, out, jobs, command)
   print(f"wrote {path}, {out / 'tables'}, {out / 'summary.png'}, {out / 'panels'} "
         f"({time.perf_counter() - t0:.0f} s)")
