@@ -122,6 +122,7 @@ _JOB_FIELDS = ("dataset", "data_dir", "data_kwargs", "max_train_images", "max_te
 
 
 def _split_list(value: Any) -> list[str]:
+  """A comma-separated string (or a list / tuple) as a list of non-empty stripped strings."""
   if isinstance(value, (list, tuple)):
     return [str(v).strip() for v in value if str(v).strip()]
   return [v.strip() for v in str(value or "").split(",") if v.strip()]
