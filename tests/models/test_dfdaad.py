@@ -222,6 +222,9 @@ def test_validation(prepared):
                 RUN, jax.random.key(0), {"image": images[:2]})
 
 
+# slow: a 4-device subprocess compile; the shared memory-bank path is checked sharded by
+# tests/models/test_smcc.py and tests/cluster/test_knn.py in the default suite.
+@pytest.mark.slow
 def test_sharded_equals_single_device(fitted, tmp_path):
   """The 4-device run (batch sharded, state replicated) in a subprocess equals this process's
   single-device fit and predictions (the ``fitted`` fixture: same data, seed and config)."""
