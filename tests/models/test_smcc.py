@@ -321,7 +321,10 @@ def test_with_bank_and_memory_bytes(fitted):
   d = smcc.feature_dim(config)
   bank = np.random.default_rng(0).normal(size=(5000, d)).astype(np.float32)
   s2 = smcc.with_bank(config, state, bank)
-  assert int(s2.best_bank_valid.sum()) == 5000 and s2.best_bank.shape[0] % 2048 == 0
+  # 5000 rows > 4096: 3 equal blocks of <= 2048 rows, 1,672 each (5,016 slots, 16 padding rows)
+  assert int(s2.best_bank_valid.sum()) == 5000 and s2.best_bank.shape[0] == 5016
+  assert pf.bank_layout(5000) == (5016, 1672) == pf.bank_layout(5016)
+  assert pf.bank_layout(12544) == (12544, 1792) and pf.bank_layout(4096) == (4096, 4096)
   assert smcc.memory_bytes(s2)["bank"] == 5000 * d * 4
   scores, _ = _predict(s2, jnp.asarray(images[:4]))
   assert np.all(np.isfinite(scores))
