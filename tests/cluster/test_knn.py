@@ -81,6 +81,20 @@ def test_nearest_sq_dists_equals_knn_core_values(data, k):
     nearest_sq_dists(queries, bank_p[:2000], valid[:2000], k=k, block=block)
 
 
+@pytest.mark.parametrize("k,block", [(3, 256), (4, 64), (2, 24)])
+def test_nearest_sq_dists_exact_with_ties(k, block):
+  # Small-integer points: every distance is exact in float32 and most of them tie, so grouped
+  # selection (blocks of 256 and 64 go through column groups, 24 through a plain top_k) must return
+  # exactly the k smallest values, repeated ones included.
+  rng = np.random.default_rng(5)
+  bank = rng.integers(0, 3, size=(768, 4)).astype(np.float32)
+  queries = rng.integers(0, 3, size=(100, 4)).astype(np.float32)
+  got = np.asarray(nearest_sq_dists(queries, bank, np.ones(768, bool), k=k, block=block))
+  ref = np.sort(((queries[:, None] - bank[None]) ** 2).sum(-1), axis=1)[:, :k]
+  np.testing.assert_array_equal(got, ref)
+  assert (ref[:, 0] == ref[:, -1]).mean() > 0.5  # ties are the rule here
+
+
 def test_k_equals_n_returns_all_points(data):
   queries, bank = data
   res = knn(queries[:7], bank[:9], 9, block=4)
