@@ -254,6 +254,8 @@ def test_predict_cli_with_an_exported_model(conv_run, tmp_path):
 # ----------------------------------------------------------------------------- real data
 
 
+# slow: trains on real bottle images; the calibration and export paths are covered above on synthetic data.
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_normal_only_threshold_flags_cut_paste_defects_on_bottle(mvtec_bottle):
   """conv_ae at 32 px on 40 bottle images; threshold = 0.99 quantile of 40 held-out ones."""

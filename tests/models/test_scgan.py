@@ -149,5 +149,8 @@ def test_scores_are_eq11_min_maxed_over_the_whole_test_set(trained):
   assert not np.allclose(per_batch, s10, atol=1e-3)
 
 
+# slow: a 4-device subprocess compile; the toy GAN of tests/train/test_protocol.py checks the engine's
+# two-optimiser GAN step on 1 and 4 devices in the default suite.
+@pytest.mark.slow
 def test_sharded_over_four_devices_equals_one_device(trained):
   assert_gan_four_devices_match("scgan", "test_scgan", trained)
