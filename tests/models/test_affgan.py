@@ -99,8 +99,8 @@ def test_scores_are_min_maxed_over_the_whole_test_set(trained):
   np.testing.assert_allclose(s6, (a - a.min()) / (a.max() - a.min()), rtol=1e-5, atol=1e-6)
 
 
-# slow: a 4-device subprocess compile; SCGAN's test (same _gan step machinery and helper) and the
-# toy GAN of tests/train/test_protocol.py check GAN sharding in the default suite.
+# slow: a 4-device subprocess compile; the toy GAN of tests/train/test_protocol.py checks the engine's
+# two-optimiser GAN step on 1 and 4 devices in the default suite.
 @pytest.mark.slow
 def test_sharded_over_four_devices_equals_one_device(trained):
   assert_gan_four_devices_match("affgan", "test_affgan", trained)
