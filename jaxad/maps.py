@@ -33,6 +33,16 @@ def _check_maps(maps, name: str = "maps") -> jax.Array:
   return maps
 
 
+def _check_size(size: int | Sequence[int]) -> tuple[int, int]:
+  """``size`` (an int or ``(H, W)``) as a pair of positive ints; ValueError otherwise."""
+  if isinstance(size, (int, np.integer)):
+    size = (int(size), int(size))
+  size = tuple(int(s) for s in size)
+  if len(size) != 2 or min(size) < 1:
+    raise ValueError(f"size must be a positive int or (H, W), got {size}")
+  return size
+
+
 def upsample(maps, size: int | Sequence[int], method: str = "bilinear") -> jax.Array:
   """Resizes anomaly maps to the image size.
 
@@ -51,11 +61,7 @@ def upsample(maps, size: int | Sequence[int], method: str = "bilinear") -> jax.A
     PatchCore (Roth et al., CVPR 2022) upsamples patch scores bilinearly to the image size.
   """
   maps = _check_maps(maps)
-  if isinstance(size, (int, np.integer)):
-    size = (int(size), int(size))
-  size = tuple(int(s) for s in size)
-  if len(size) != 2 or min(size) < 1:
-    raise ValueError(f"size must be a positive int or (H, W), got {size}")
+  size = _check_size(size)
   if method not in ("bilinear", "nearest"):
     raise ValueError(f"method must be 'bilinear' or 'nearest', got {method!r}")
   return jax.image.resize(maps, (maps.shape[0], *size), method=method)
@@ -182,11 +188,7 @@ def upsample_smooth(maps, size: int | Sequence[int], sigma: float = 4.0,
     PatchCore (Roth et al., CVPR 2022): bilinear upsampling, Gaussian sigma 4.
   """
   maps = _check_maps(maps)
-  if isinstance(size, (int, np.integer)):
-    size = (int(size), int(size))
-  size = tuple(int(s) for s in size)
-  if len(size) != 2 or min(size) < 1:
-    raise ValueError(f"size must be a positive int or (H, W), got {size}")
+  size = _check_size(size)
   a_h, a_w = (smooth_matrix(n, sigma, kernel_size, mode) @ bilinear_matrix(m, n)
               for m, n in zip(maps.shape[1:], size))
   hi = jax.lax.Precision.HIGHEST
