@@ -211,6 +211,8 @@ def main(argv) -> None:
     xla_flags += ["--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"]
   # XLA reads XLA_FLAGS when its CPU client starts (first use of jax below), not at import.
   os.environ["XLA_FLAGS"] = " ".join(xla_flags + [os.environ.get("XLA_FLAGS", "")]).strip()
+  from jaxad.train import host_memory
+  host = host_memory.apply_host_buffers(f.host_buffers)  # before JAX's CPU client exists
   import jax
 
   from jaxad.models.protocol import Run
@@ -238,7 +240,7 @@ def main(argv) -> None:
         f"after {f.warmup} warm-up; jax {jax.__version__} backend {jax.default_backend()}, "
         f"{os.cpu_count()} CPUs, {threads} thread(s) each"
         + (f" (jaxad: {f.jax_devices} XLA host devices of 1 thread, batch split)" if f.jax_devices > 1 else "")
-        + f"; timed from {t_start} UTC\n")
+        + f"; {host}; timed from {t_start} UTC\n")
   print_throughput_table(res, f.batch_size, None if f.skip_torch else torch_name)
 
 
@@ -253,6 +255,9 @@ if __name__ == "__main__":
   flags.DEFINE_integer("steps", 10, "timed steps per implementation")
   flags.DEFINE_integer("warmup", 2, "untimed steps first (includes XLA compilation)")
   flags.DEFINE_bool("skip_torch", False, "measure only jaxad")
+  flags.DEFINE_enum("host_buffers", "auto", ["auto", "keep", "default"], "as train.py: keep "
+                    "XLA:CPU's step buffers mapped between steps (process-wide, so PyTorch runs with "
+                    "the same allocator settings) or not")
   flags.DEFINE_integer("threads", 0, "threads per framework (0 = all CPUs; 1 also sets XLA's "
                        "single-thread flags)")
   flags.DEFINE_integer("jax_devices", 0, "> 1: jaxad runs data-parallel over this many XLA host "

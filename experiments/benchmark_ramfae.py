@@ -229,6 +229,8 @@ def main(argv) -> None:
   if threads == 1:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
                                " intra_op_parallelism_threads=1").strip()
+  from jaxad.train import host_memory
+  host = host_memory.apply_host_buffers(f.host_buffers)  # before JAX's CPU client exists
   import jax
 
   from jaxad.models import ramfae
@@ -255,7 +257,7 @@ def main(argv) -> None:
         f"{ramfae.widths(cfg)}, {f.steps} interleaved timed steps after {f.warmup} warm-up; jax "
         f"{jax.__version__} backend {jax.default_backend()}, {os.cpu_count()} CPUs, {threads} thread(s) "
         f"each; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; GLIBC_TUNABLES="
-        f"{os.environ.get('GLIBC_TUNABLES', '')!r}; timed from {t_start} UTC\n")
+        f"{os.environ.get('GLIBC_TUNABLES', '')!r}; {host}; timed from {t_start} UTC\n")
   print_throughput_table(res, b, torch_name)
 
 if __name__ == "__main__":
@@ -276,6 +278,9 @@ if __name__ == "__main__":
   flags.DEFINE_bool("glibc_hugetlb", False, "re-run with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "
                     "(process-wide, both frameworks): glibc backs large allocations with "
                     "transparent huge pages, so fresh buffers fault per 2 MiB instead of per 4 KiB")
+  flags.DEFINE_enum("host_buffers", "auto", ["auto", "keep", "default"], "as train.py: keep "
+                    "XLA:CPU's step buffers mapped between steps (process-wide, so PyTorch runs with "
+                    "the same allocator settings) or not")
   flags.DEFINE_integer("threads", 0, "threads per framework (0 = all CPUs; 1 also sets XLA's "
                        "single-thread flags)")
   flags.DEFINE_string("xla_flags", "", "extra XLA_FLAGS for this process (set before jax starts)")

@@ -47,6 +47,8 @@ flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: latest
 flags.DEFINE_integer("batch_size", 32, "Images per prediction call.")
 flags.DEFINE_integer("num_panels", 8, "Test images drawn into test_panels.png, half anomalous and "
                      "half normal (0: none).")
+flags.DEFINE_enum("host_buffers", "auto", ["auto", "keep", "default"], "XLA:CPU prediction "
+                  "buffers kept mapped between batches (jaxad.train.host_memory; auto = on CPU).")
 flags.DEFINE_string("name", None, "Name of the evaluated data in the results (default: the "
                     "category / product, else the data folder's name).")
 
@@ -90,8 +92,10 @@ def main(argv: list[str]) -> None:
   if data_dir is not None and not Path(data_dir).is_dir():
     raise app.UsageError(f"data folder {data_dir} does not exist (pass --data_dir)")
 
-  from jaxad import data, metrics, report, results
   from jaxad.progress import log
+  from jaxad.train import host_memory
+  log(host_memory.apply_host_buffers(FLAGS.host_buffers))
+  from jaxad import data, metrics, report, results
   from jaxad.train import loop
   from jaxad.train.checkpoint import (CheckpointMismatchError, CheckpointUnreadableError,
                                       quiet_orbax_logs)

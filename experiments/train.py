@@ -82,6 +82,9 @@ flags.DEFINE_string("coordinator_address", None, "jax.distributed coordinator ho
 flags.DEFINE_integer("num_processes", 1, "Number of processes of the job.")
 flags.DEFINE_integer("process_id", 0, "This process's index in [0, num_processes).")
 flags.DEFINE_string("cpu_collectives", "gloo", "CPU collectives for multi-process CPU jobs.")
+flags.DEFINE_enum("host_buffers", "auto", ["auto", "keep", "default"], "XLA:CPU step buffers: keep "
+                  "them mapped between steps (jaxad.train.host_memory; auto = when JAX runs on the "
+                  "CPU) or leave the process's allocator as it is (default).")
 
 
 class FlagError(ValueError):
@@ -263,11 +266,13 @@ def main(argv: list[str]) -> None:
     check_flags()
   except FlagError as e:
     raise app.UsageError(str(e)) from None
+  from jaxad.progress import log
+  from jaxad.train import host_memory
+  log(host_memory.apply_host_buffers(FLAGS.host_buffers))
   init_distributed()
 
   import jax
   from jaxad import data, models
-  from jaxad.progress import log
   from jaxad.train import loop, mesh as mesh_lib, run_files
   from jaxad.train.checkpoint import CheckpointMismatchError, quiet_orbax_logs
 

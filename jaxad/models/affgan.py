@@ -48,7 +48,7 @@ from jaxad.models._validate import check_images
 from jaxad.models.protocol import Run
 from jaxad.nn.fusion import AttentionalFeatureFusion
 from jaxad.nn.gan import LEAKY_SLOPE, Discriminator, check_gan_size, dcgan_widths
-from jaxad.nn.layers import Upsample2x, batch_norm, conv_layer, resolve_upsample
+from jaxad.nn.layers import Upsample2x, batch_norm, check_upsample, conv_layer
 from jaxad.train.state import GANState, TrainState
 
 __all__ = ["NAME", "FUSIONS", "AUGMENTATIONS", "STATES", "Config", "SkipUNet", "unet_widths", "init",
@@ -126,7 +126,7 @@ class Config:
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ValueError(f"Config.{name} must be a positive int, got {v!r}")
-    resolve_upsample(self.upsample)
+    check_upsample(self.upsample)
     for name, value, allowed in (("fusion", self.fusion, FUSIONS),
                                  ("augmentation", self.augmentation, AUGMENTATIONS),
                                  ("score_rec", self.score_rec, SCORE_RECS),

@@ -44,7 +44,7 @@ from jaxad.models.protocol import Run
 from jaxad import augment, losses, maps
 from jaxad.nn.attention import CoordinateAttention
 from jaxad.nn.conv import Conv2D
-from jaxad.nn.layers import EncoderBlock, ResidualDecoderBlock, resolve_upsample
+from jaxad.nn.layers import EncoderBlock, ResidualDecoderBlock, check_upsample
 from jaxad.nn.multiscale import ASPP
 from jaxad.train.state import TrainState
 
@@ -123,7 +123,7 @@ class Config:
       raise ValueError(f"Config.channels must be 1 or 3, got {self.channels!r}")
     if not self.dilation_rates or any(int(r) < 1 for r in self.dilation_rates):
       raise ValueError(f"Config.dilation_rates must be positive ints, got {self.dilation_rates!r}")
-    resolve_upsample(self.upsample)
+    check_upsample(self.upsample)
     if not 0.0 <= self.augment_probability <= 1.0:
       raise ValueError(f"Config.augment_probability must be in [0, 1], got {self.augment_probability}")
     for name in ("gmsd_weight", "ssim_weight", "mse_weight"):

@@ -47,7 +47,7 @@ from jaxad.models import _gan
 from jaxad.models._validate import check_images
 from jaxad.models.protocol import Run
 from jaxad.nn.gan import DCGANDecoder, DCGANEncoder, Discriminator, check_gan_size, dcgan_widths
-from jaxad.nn.layers import resolve_upsample
+from jaxad.nn.layers import check_upsample
 from jaxad.train.state import GANState, TrainState
 
 __all__ = ["NAME", "AUGMENTATIONS", "Config", "Generator", "widths", "init", "train_step",
@@ -125,7 +125,7 @@ class Config:
     if self.max_features is not None and (not isinstance(self.max_features, (int, np.integer))
                                           or self.max_features < 1):
       raise ValueError(f"Config.max_features must be None or a positive int, got {self.max_features!r}")
-    resolve_upsample(self.upsample)
+    check_upsample(self.upsample)
     _gan.check_common(self)
     for name, value, allowed in (("augmentation", self.augmentation, AUGMENTATIONS),
                                  ("encoder_loss", self.encoder_loss, ENCODER_LOSSES),

@@ -21,14 +21,14 @@ from jaxad.nn.fusion import MSCAM, AttentionalFeatureFusion, MultiScaleChannelWe
 from jaxad.nn.gan import (ConvBNLeakyReLU, DCGANDecoder, DCGANEncoder, Discriminator, dcgan_init,
                           dcgan_widths)
 from jaxad.nn.layers import (ConvBNReLU, EncoderBlock, ResidualDecoderBlock, Upsample2x,
-                             batch_norm, conv_layer, default_upsample, depth_to_space,
-                             resolve_upsample, transpose_kernel_to_subpixel)
+                             batch_norm, check_upsample, conv_layer, default_upsample,
+                             depth_to_space, resolve_upsample, transpose_kernel_to_subpixel)
 from jaxad.nn.multiscale import ASPP
 
 __all__ = [
     "ASPP", "AttentionalFeatureFusion", "CBAMVariant", "Conv2D", "ConvBNLeakyReLU", "ConvBNReLU",
     "CoordinateAttention", "DCGANDecoder", "DCGANEncoder", "Discriminator", "EncoderBlock", "MSCAM",
     "MultiScaleChannelWeights", "QueryKeyAttention", "ResidualDecoderBlock", "Upsample2x", "batch_norm", "conv2d",
-    "conv_layer", "dcgan_init", "dcgan_widths", "default_upsample", "depth_to_space", "hard_swish",
+    "check_upsample", "conv_layer", "dcgan_init", "dcgan_widths", "default_upsample", "depth_to_space", "hard_swish",
     "resolve_upsample", "transpose_kernel_to_subpixel",
 ]

@@ -45,8 +45,8 @@ import numpy as np
 from jaxad.nn.conv import Conv2D
 
 __all__ = [
-    "UPSAMPLE_METHODS", "default_upsample", "resolve_upsample", "batch_norm", "ConvBNReLU",
-    "EncoderBlock", "Upsample2x", "ResidualDecoderBlock", "depth_to_space",
+    "UPSAMPLE_METHODS", "default_upsample", "check_upsample", "resolve_upsample", "batch_norm",
+    "ConvBNReLU", "EncoderBlock", "Upsample2x", "ResidualDecoderBlock", "depth_to_space",
     "transpose_kernel_to_subpixel", "conv1x1", "conv_layer", "space_to_depth", "StridedConv",
 ]
 
@@ -71,13 +71,20 @@ def default_upsample(backend: str | None = None) -> str:
   return _DEFAULT_UPSAMPLE.get(backend, "transpose")
 
 
-def resolve_upsample(method: str) -> str:
-  """Maps ``"auto"`` to :func:`default_upsample` and validates the name."""
-  if method == "auto":
-    return default_upsample()
-  if method not in UPSAMPLE_METHODS:
+def check_upsample(method: str) -> str:
+  """Validates an upsampler name (``"auto"`` or one of :data:`UPSAMPLE_METHODS`) and returns it.
+
+  Unlike :func:`resolve_upsample` it does not ask JAX for its backend, so configs can be checked
+  before the backend exists (``jaxad.train.host_memory`` must run before that).
+  """
+  if method != "auto" and method not in UPSAMPLE_METHODS:
     raise ValueError(f"upsample must be 'auto' or one of {UPSAMPLE_METHODS}, got {method!r}")
   return method
+
+
+def resolve_upsample(method: str) -> str:
+  """Maps ``"auto"`` to :func:`default_upsample` and validates the name."""
+  return default_upsample() if check_upsample(method) == "auto" else method
 
 
 def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
