@@ -544,11 +544,13 @@ def machine_line() -> str:
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
   """Trains and evaluates one record; writes its JSON and panels; returns the record."""
+  from jaxad.progress import log
+  from jaxad.train import host_memory
+  log(host_memory.apply_host_buffers("auto"))  # as train.py; before JAX's first computation
   import jax
   import numpy as np
   import jaxad
   from jaxad import metrics, report
-  from jaxad.progress import log
   from jaxad.train import calibrate, run_files
   from jaxad.train.mesh import make_mesh
   from jaxad.train.predict import predict_dataset
