@@ -48,6 +48,8 @@ flags.DEFINE_enum("overlays", "all", ["all", "anomalous", "none"], "Which overla
 flags.DEFINE_float("threshold", None, "Decision threshold on raw scores (default: the run's "
                    "calibrated threshold).")
 flags.DEFINE_integer("step", None, "Checkpoint step of --workdir (default: latest).")
+flags.DEFINE_enum("host_buffers", "auto", ["auto", "keep", "default"], "XLA:CPU prediction "
+                  "buffers kept mapped between batches (jaxad.train.host_memory; auto = on CPU).")
 
 
 def main(argv: list[str]) -> None:
@@ -65,8 +67,10 @@ def main(argv: list[str]) -> None:
   if FLAGS.model and not source.is_file():
     raise app.UsageError(f"--model={source} is not a file (a workdir goes in --workdir)")
 
-  from jaxad import inference
   from jaxad.progress import log
+  from jaxad.train import host_memory
+  log(host_memory.apply_host_buffers(FLAGS.host_buffers))
+  from jaxad import inference
   from jaxad.train.checkpoint import (CheckpointMismatchError, CheckpointUnreadableError,
                                       quiet_orbax_logs)
 
