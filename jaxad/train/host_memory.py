@@ -20,8 +20,8 @@ computation (the steps here are tens of milliseconds and longer). Accelerator co
 keep JAX's asynchronous dispatch: the setting is the CPU client's only.
 
 Must be called before JAX creates its CPU client (the first computation, ``jax.devices()``, or
-``jax.distributed.initialize``); later it raises. ``experiments/train.py`` and ``evaluate.py``
-call it when JAX will run on the CPU (``--host_buffers=auto``, the default, uses
+``jax.distributed.initialize``); later it raises. ``experiments/train.py``, ``evaluate.py``,
+``predict.py`` and every record of ``benchmark_methods.py`` call it when JAX will run on the CPU (``--host_buffers=auto``, the default, uses
 :func:`cpu_backend_expected`); ``keep`` forces it, ``default`` leaves the process as it is.
 """
 
