@@ -29,6 +29,6 @@ __all__ = [
     "ASPP", "AttentionalFeatureFusion", "CBAMVariant", "Conv2D", "ConvBNLeakyReLU", "ConvBNReLU",
     "CoordinateAttention", "DCGANDecoder", "DCGANEncoder", "Discriminator", "EncoderBlock", "MSCAM",
     "MultiScaleChannelWeights", "QueryKeyAttention", "ResidualDecoderBlock", "Upsample2x", "batch_norm", "conv2d",
-    "check_upsample", "conv_layer", "dcgan_init", "dcgan_widths", "default_upsample", "depth_to_space", "hard_swish",
-    "resolve_upsample", "transpose_kernel_to_subpixel",
+    "check_upsample", "conv_layer", "dcgan_init", "dcgan_widths", "default_upsample",
+    "depth_to_space", "hard_swish", "resolve_upsample", "transpose_kernel_to_subpixel",
 ]

@@ -47,7 +47,7 @@ TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int; larger than any buffer freed
 
 def _backends_initialised() -> bool:
   from jax._src import xla_bridge
-  return bool(getattr(xla_bridge, "_backends", None))
+  return xla_bridge.backends_are_initialized()
 
 
 def _configured_platforms() -> str | None:
