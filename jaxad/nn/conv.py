@@ -11,6 +11,20 @@ gradient, as in the plain convolution; the parameters keep their full shape.
 
 Backend independent (a static shape computation plus a kernel slice); outputs equal
 the plain convolution up to float32 summation order (``tests/nn/test_conv.py``).
+
+:func:`conv_valid` is the stride-1 convolution every jaxad conv layer ends in (this module's,
+:class:`jaxad.nn.layers.StridedConv`'s and the sub-pixel upsampler's). It has two exact forms:
+``"conv"`` (``lax.conv_general_dilated``) and ``"matmul"`` (the ``kh kw`` shifted views of the
+input concatenated on channels, then one matrix product with the kernel reshaped to
+``[kh kw C_in, C_out]``). ``"auto"`` picks ``"matmul"`` on XLA:CPU when the output has no more
+pixels (``B H_out W_out``) than channels (``C_out``), i.e. on the small, wide maps at the bottom
+of U-Nets and GAN encoders, where the columns are smaller than the kernel: there XLA:CPU's
+convolution spends most of its time re-laying out the kernel for the input and kernel
+gradients (e.g. ``[2, 2, 2048, 512]`` transposed per step), while the matrix product's
+gradients are matrix products with transposed operands. Measured (fwd + both gradients, batch
+16, 2x2 kernels, one core; BUILD_NOTES.md, AFF-GAN): 1x1 output 2048 -> 512 channels 28.0 vs
+7.6 ms, 2x2 39.5 vs 20.2 ms, 3x3 1024 -> 1024 60.1 vs 38.5 ms; from 9x9 outputs on the
+convolution wins. Other backends keep the convolution (not measured there).
 """
 
 from __future__ import annotations
@@ -21,11 +35,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["conv2d", "prune_taps", "Conv2D"]
+__all__ = ["CONV_FORMS", "conv2d", "conv_valid", "matmul_form_chosen", "prune_taps", "Conv2D"]
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
+
+CONV_FORMS = ("auto", "conv", "matmul")
+_MATMUL_FORM_BACKENDS = ("cpu",)  # measured faster there for small, wide maps (module docstring)
 
 
 def _as_padding(padding: int | Sequence[Sequence[int]]) -> Padding:
@@ -68,8 +85,58 @@ def prune_taps(x_shape: Sequence[int], kernel_shape: Sequence[int], padding: Pad
   return (slices[0], slices[1]), (pads[0], pads[1])
 
 
+def matmul_form_chosen(form: str, out_pixels: int, out_channels: int, backend: str | None = None) -> bool:
+  """Whether :func:`conv_valid` computes with the matrix-product form.
+
+  Args:
+    form: one of :data:`CONV_FORMS`.
+    out_pixels: ``B H_out W_out`` of the convolution.
+    out_channels: ``C_out``.
+    backend: JAX backend name; ``None`` = ``jax.default_backend()`` (asked only for ``"auto"``).
+  """
+  if form not in CONV_FORMS:
+    raise ValueError(f"form must be one of {CONV_FORMS}, got {form!r}")
+  if form != "auto":
+    return form == "matmul"
+  backend = jax.default_backend() if backend is None else backend
+  return backend in _MATMUL_FORM_BACKENDS and out_pixels <= out_channels
+
+
+def conv_valid(x: jax.Array, kernel: jax.Array, padding: Padding = ((0, 0), (0, 0)), dilation: int = 1,
+               *, form: str = "auto", precision: jax.lax.Precision | None = None) -> jax.Array:
+  """Stride-1 convolution with non-negative zero padding, as a convolution or a matrix product.
+
+  Args:
+    x: ``[B, H, W, C_in]``.
+    kernel: ``[kh, kw, C_in, C_out]`` (HWIO).
+    padding: ``((top, bottom), (left, right))``, each ``>= 0``.
+    dilation: kernel dilation.
+    form: ``"conv"``, ``"matmul"`` or ``"auto"`` (see :func:`matmul_form_chosen`); the same
+      function, up to float32 summation order.
+    precision: passed to the convolution or the matrix product.
+  Returns:
+    ``[B, H_out, W_out, C_out]`` with ``H_out = H + top + bottom - dilation (kh - 1)`` (W alike).
+  """
+  kh, kw, cin, cout = kernel.shape
+  b, h, w, _ = x.shape
+  (t, bo), (le, ri) = padding
+  ho, wo = h + t + bo - dilation * (kh - 1), w + le + ri - dilation * (kw - 1)
+  if not matmul_form_chosen(form, b * ho * wo, cout):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, rhs_dilation=(dilation, dilation),
+                                        dimension_numbers=_DN, precision=precision)
+  if t or bo or le or ri:
+    x = jnp.pad(x, ((0, 0), (t, bo), (le, ri), (0, 0)))
+  views = [x[:, i * dilation:i * dilation + ho, j * dilation:j * dilation + wo]
+           for i in range(kh) for j in range(kw)]  # tap order (i, j, c) = the kernel's row-major order
+  cols = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
+  y = jnp.dot(cols.reshape(b * ho * wo, kh * kw * cin), kernel.reshape(kh * kw * cin, cout),
+              precision=precision)
+  return y.reshape(b, ho, wo, cout)
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, padding: int | Sequence[Sequence[int]] = 0,
-           dilation: int = 1, *, precision: jax.lax.Precision | None = None) -> jax.Array:
+           dilation: int = 1, *, form: str = "auto",
+           precision: jax.lax.Precision | None = None) -> jax.Array:
   """Stride-1 convolution, the function of PyTorch ``Conv2d(padding, dilation, bias=False)``.
 
   Args:
@@ -77,6 +144,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, padding: int | Sequence[Sequence[int
     kernel: ``[kh, kw, C_in, C_out]`` (HWIO; PyTorch ``weight.permute(2, 3, 1, 0)``).
     padding: symmetric zero padding (int) or ``((top, bottom), (left, right))``.
     dilation: kernel dilation.
+    form: the compute form of :func:`conv_valid`.
     precision: passed to the convolution (``None`` = backend default).
   Returns:
     ``[B, H + top + bottom - dilation (kh - 1), W + left + right - dilation (kw - 1), C_out]``.
@@ -92,8 +160,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, padding: int | Sequence[Sequence[int
                     ((0, 0, 0), (min(pad[0][0], 0), min(pad[0][1], 0), 0),
                      (min(pad[1][0], 0), min(pad[1][1], 0), 0), (0, 0, 0)))
     pad = tuple((max(lo, 0), max(hi, 0)) for lo, hi in pad)
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), pad, rhs_dilation=(d, d),
-                                      dimension_numbers=_DN, precision=precision)
+  return conv_valid(x, kernel, pad, d, form=form, precision=precision)
 
 
 class Conv2D(nn.Module):

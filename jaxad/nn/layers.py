@@ -21,7 +21,8 @@ The upsampler (:class:`Upsample2x`) has **one** parameterisation — a 4x4 kerne
   followed by depth-to-space (Shi et al. 2016) and a one-pixel crop. Same parameters, same
   function; it computes ``(H + 1)(W + 1) / (H W)`` of the transposed conv's multiply-adds (the
   crop discards a border), in one convolution whose kernel gradient is one contraction.
-  A 1x1 input is the matrix product ``x @ kernel[1:3, 1:3]``.
+  A 1x1 input is the matrix product ``x @ kernel[1:3, 1:3]``; small, wide maps use the
+  matrix-product form of the 2x2 convolution on CPU (:func:`jaxad.nn.conv.conv_valid`).
   (Earlier forms, measured slower on XLA:CPU and kept only as history in BUILD_NOTES.md: four
   separate 2x2 phase convolutions, 1.1-4x slower for small maps or few output channels; and
   :func:`transpose_kernel_to_subpixel`'s single 3x3 conv, 36/16 of the work.) On XLA:CPU the
@@ -42,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxad.nn.conv import Conv2D
+from jaxad.nn.conv import Conv2D, conv_valid
 
 __all__ = [
     "UPSAMPLE_METHODS", "default_upsample", "check_upsample", "resolve_upsample", "batch_norm",
@@ -162,8 +163,9 @@ class StridedConv(nn.Module):
   :func:`space_to_depth` and convolved with the kernel reshaped to
   ``[k / s, k / s, s^2 C_in, C_out]`` (stride 1, exact multiply-adds). On XLA:CPU the
   input gradient of a strided convolution is a dilated-input convolution, the slow path
-  of transposed convolutions; this form keeps forward and backward stride-1. Falls back to
-  a strided convolution when the padded size is not divisible by ``s``.
+  of transposed convolutions; this form keeps forward and backward stride-1
+  (:func:`jaxad.nn.conv.conv_valid`: a matrix product on small, wide maps on CPU). Falls back
+  to a strided convolution when the padded size is not divisible by ``s``.
   """
   features: int
   kernel_size: int = 4
@@ -184,8 +186,7 @@ class StridedConv(nn.Module):
       ks = k // s
       w = kernel.reshape(ks, s, ks, s, cin, self.features).transpose(0, 2, 1, 3, 4, 5)
       w = w.reshape(ks, ks, s * s * cin, self.features)
-      y = jax.lax.conv_general_dilated(space_to_depth(xp, s), w, (1, 1), "VALID",
-                                       dimension_numbers=_DN)
+      y = conv_valid(space_to_depth(xp, s), w)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     return y
@@ -268,8 +269,7 @@ def _subpixel_upsample(x: jax.Array, kernel: jax.Array) -> jax.Array:
     y = jnp.dot(x.reshape(b, cin), kernel[1:3, 1:3].transpose(2, 0, 1, 3).reshape(cin, 4 * cout))
     return y.reshape(b, 2, 2, cout)
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  y = jax.lax.conv_general_dilated(xp, _block_kernel(kernel), (1, 1), "VALID", dimension_numbers=_DN)
-  return depth_to_space(y, 2)[:, 1:-1, 1:-1]
+  return depth_to_space(conv_valid(xp, _block_kernel(kernel)), 2)[:, 1:-1, 1:-1]
 
 
 class Upsample2x(nn.Module):

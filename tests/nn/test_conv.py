@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import torch_reference as tr
-from jaxad.nn.conv import Conv2D, conv2d, prune_taps
+from jaxad.nn.conv import Conv2D, conv2d, conv_valid, matmul_form_chosen, prune_taps
+from jaxad.nn.layers import StridedConv
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 DN = ("NHWC", "HWIO", "NHWC")
@@ -31,19 +32,20 @@ def _plain(x, w, pad, d):
     (4, 4, 3, ((3, 0), (0, 3)), 2, (2, 2)),  # asymmetric padding
     (1, 4, 2, 1, 2, (1, 2)),    # H: no tap sees the 1-row map (zeros, crop path)
 ])
-def test_conv2d_equals_plain_conv_outputs_and_gradients(h, w, k, pad, d, kept):
+@pytest.mark.parametrize("form", ["conv", "matmul"])
+def test_conv2d_equals_plain_conv_outputs_and_gradients(h, w, k, pad, d, kept, form):
   x = jax.random.normal(jax.random.key(0), (2, h, w, 3))
   kern = jax.random.normal(jax.random.key(1), (k, k, 3, 4))
   p = ((pad, pad), (pad, pad)) if isinstance(pad, int) else pad
   (sy, sx), _ = prune_taps(x.shape, kern.shape, p, d)
   assert (sy.stop - sy.start, sx.stop - sx.start) == kept
   y0 = _plain(x, kern, p, d)
-  y = jax.jit(lambda a, b: conv2d(a, b, pad, d))(x, kern)
+  y = jax.jit(lambda a, b: conv2d(a, b, pad, d, form=form))(x, kern)
   assert y.shape == y0.shape
   np.testing.assert_allclose(y, y0, rtol=1e-5, atol=1e-5)
   g = jax.random.normal(jax.random.key(2), y0.shape)
   g0 = jax.grad(lambda a, b: jnp.sum(_plain(a, b, p, d) * g), (0, 1))(x, kern)
-  g1 = jax.jit(jax.grad(lambda a, b: jnp.sum(conv2d(a, b, pad, d) * g), (0, 1)))(x, kern)
+  g1 = jax.jit(jax.grad(lambda a, b: jnp.sum(conv2d(a, b, pad, d, form=form) * g), (0, 1)))(x, kern)
   np.testing.assert_allclose(g1[0], g0[0], rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(g1[1], g0[1], rtol=1e-5, atol=1e-5)
   # Pruned taps: exactly zero gradient, as for the plain convolution.
@@ -72,3 +74,51 @@ def test_conv2d_module_matches_torch_and_flax_conv():
 def test_conv2d_rejects_mismatched_channels():
   with pytest.raises(ValueError, match="same C"):
     conv2d(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 2, 1)), 1)
+
+
+@pytest.mark.parametrize("shape,kshape,pad,d", [
+    ((4, 2, 2, 64), (2, 2, 64, 96), ((1, 1), (1, 1)), 1),   # a U-Net bottom: 3x3 outputs, wide
+    ((3, 2, 2, 32), (2, 2, 32, 16), ((0, 0), (0, 0)), 1),   # 1x1 output
+    ((2, 5, 4, 8), (3, 3, 8, 8), ((2, 2), (0, 3)), 2),      # dilation, asymmetric padding
+    ((2, 3, 3, 16), (1, 1, 16, 8), ((0, 0), (0, 0)), 1),    # 1x1 kernel
+])
+def test_conv_valid_matmul_form_equals_convolution(shape, kshape, pad, d):
+  """The matrix-product form: same outputs and input / kernel gradients as the convolution."""
+  x = jax.random.normal(jax.random.key(0), shape)
+  kern = jax.random.normal(jax.random.key(1), kshape)
+  fwd = {f: jax.jit(lambda a, b, f=f: conv_valid(a, b, pad, d, form=f)) for f in ("conv", "matmul")}
+  y0, y1 = fwd["conv"](x, kern), fwd["matmul"](x, kern)
+  assert y1.shape == y0.shape == _plain(x, kern, pad, d).shape
+  np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
+  g = jax.random.normal(jax.random.key(2), y0.shape)
+  grads = {f: jax.jit(jax.grad(lambda a, b, f=f: jnp.sum(conv_valid(a, b, pad, d, form=f) * g), (0, 1)))(x, kern)
+           for f in ("conv", "matmul")}
+  for a, b in zip(grads["matmul"], grads["conv"]):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_form_choice():
+  """auto: the matrix product on CPU when the output has no more pixels than channels."""
+  assert matmul_form_chosen("auto", 16, 512, "cpu")
+  assert matmul_form_chosen("auto", 512, 512, "cpu")
+  assert not matmul_form_chosen("auto", 513, 512, "cpu")
+  assert not matmul_form_chosen("auto", 16, 512, "gpu") and not matmul_form_chosen("auto", 16, 512, "tpu")
+  assert matmul_form_chosen("matmul", 10**6, 1, "tpu") and not matmul_form_chosen("conv", 1, 10**6, "cpu")
+  with pytest.raises(ValueError, match="form must be one of"):
+    matmul_form_chosen("im2col", 1, 1, "cpu")
+
+
+def _primitives(fun, *args) -> set[str]:
+  return {e.primitive.name for e in jax.make_jaxpr(fun)(*args).eqns}
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the auto choice is CPU-specific")
+def test_strided_conv_auto_form_on_cpu():
+  """A U-Net's last 4x4/s2 conv (2x2 -> 1x1, 512 channels) becomes a dot; a 32x32 map stays a conv."""
+  for hw, cin, cout, want, not_want in [(2, 64, 512, "dot_general", "conv_general_dilated"),
+                                        (32, 8, 16, "conv_general_dilated", "dot_general")]:
+    x = jnp.zeros((16, hw, hw, cin))
+    mod = StridedConv(cout)
+    v = mod.init(jax.random.key(0), x)
+    prims = _primitives(lambda v, x: mod.apply(v, x), v, x)
+    assert want in prims and not_want not in prims, prims
