@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import torch_reference as tr
-from jaxad.nn.conv import Conv2D, conv2d, conv_valid, matmul_form_chosen, prune_taps
+from jaxad.nn.conv import (Conv2D, conv2d, conv_valid, live_fraction, matmul_form_chosen, prune_taps,
+                           tap_sum_chosen)
 from jaxad.nn.layers import StridedConv
 
 TOL = dict(rtol=1e-4, atol=1e-4)
@@ -32,7 +33,7 @@ def _plain(x, w, pad, d):
     (4, 4, 3, ((3, 0), (0, 3)), 2, (2, 2)),  # asymmetric padding
     (1, 4, 2, 1, 2, (1, 2)),    # H: no tap sees the 1-row map (zeros, crop path)
 ])
-@pytest.mark.parametrize("form", ["conv", "matmul"])
+@pytest.mark.parametrize("form", ["conv", "matmul", "tap_sum"])
 def test_conv2d_equals_plain_conv_outputs_and_gradients(h, w, k, pad, d, kept, form):
   x = jax.random.normal(jax.random.key(0), (2, h, w, 3))
   kern = jax.random.normal(jax.random.key(1), (k, k, 3, 4))
@@ -122,3 +123,27 @@ def test_strided_conv_auto_form_on_cpu():
     v = mod.init(jax.random.key(0), x)
     prims = _primitives(lambda v, x: mod.apply(v, x), v, x)
     assert want in prims and not_want not in prims, prims
+
+
+def test_live_fraction_and_tap_sum_choice():
+  """Live share of the multiply-adds, and auto's choice of the tap sum on CPU only."""
+  x, k = (16, 8, 8, 512), (3, 3, 512, 512)
+  assert live_fraction(x, k, ((5, 5), (5, 5)), 5) == pytest.approx((8 + 3 + 3) ** 2 / (9 * 64))
+  assert live_fraction(x, k, ((7, 7), (7, 7)), 7) == pytest.approx((8 + 1 + 1) ** 2 / (9 * 64))
+  assert live_fraction(x, k, ((1, 1), (1, 1)), 1) == pytest.approx((8 + 7 + 7) ** 2 / (9 * 64))
+  assert live_fraction(x, (1, 1, 512, 512), ((0, 0), (0, 0)), 1) == 1.0
+  assert tap_sum_chosen("auto", x, k, ((5, 5), (5, 5)), 5, "cpu")
+  assert not tap_sum_chosen("auto", x, k, ((1, 1), (1, 1)), 1, "cpu")
+  assert not tap_sum_chosen("auto", x, k, ((5, 5), (5, 5)), 5, "gpu")
+  assert tap_sum_chosen("tap_sum", x, k, ((1, 1), (1, 1)), 1, "tpu")
+  with pytest.raises(ValueError, match="form must be one of"):
+    tap_sum_chosen("winograd", x, k, ((1, 1), (1, 1)), 1, "cpu")
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the auto choice is CPU-specific")
+def test_conv2d_auto_sums_taps_of_dilated_convs_on_small_maps():
+  """RAMFAE's rate-5 ASPP branch on an 8x8 map: no convolution left; a plain 3x3 stays one."""
+  x, k = jnp.zeros((2, 8, 8, 16)), jnp.zeros((3, 3, 16, 16))
+  prims = _primitives(lambda a, b: conv2d(a, b, 5, 5), x, k)
+  assert "conv_general_dilated" not in prims and "dot_general" in prims, prims
+  assert "conv_general_dilated" in _primitives(lambda a, b: conv2d(a, b, 1, 1), x, k)
