@@ -32,8 +32,10 @@ XLA:CPU when at most :data:`TAP_SUM_MAX_LIVE` of the padded convolution's multip
 input (:func:`live_fraction`): dilated convolutions on maps not much larger than the dilation,
 such as RAMFAE's ASPP. Measured (fwd + both gradients, batch 16, 3x3 kernels, one core;
 BUILD_NOTES.md, RAMFAE): 8x8 map, 512 channels, rate 5 (live 0.34) 143.6 vs 59.9 ms, rate 7
-(0.17) 140.9 vs 31.8 ms, rate 3 (0.56) 141.7 vs 89.6 ms; 32x32 rate 9 (0.66) 2236 vs 1754 ms;
-32x32, 256 channels, rate 5 (0.80) 578 vs 580 ms.
+(0.17) 140.9 vs 31.8 ms, rate 3 (0.56) 141.7 vs 89.6 ms, rate 1 (0.84) 146.3 vs 131.3 ms; 4x4
+map, rate 1 (0.69) 39.8 vs 29.5 ms; 32x32 rate 9 (0.66) 2236 vs 1754 ms; 32x32, 256 channels,
+rate 5 (0.80) 578 vs 580 ms; above the threshold the convolution wins: 16x16, 256 channels,
+rate 1 (0.92) 140.1 vs 161.2 ms, 32x32, 128 channels (0.96) 142.4 vs 208.7 ms.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ Padding = tuple[tuple[int, int], tuple[int, int]]
 
 CONV_FORMS = ("auto", "conv", "matmul")
 CONV2D_FORMS = CONV_FORMS + ("tap_sum",)
-TAP_SUM_MAX_LIVE = 0.7  # "auto" sums taps at or below this live share (module docstring)
+TAP_SUM_MAX_LIVE = 0.85  # "auto" sums taps at or below this live share (module docstring)
 _MATMUL_FORM_BACKENDS = ("cpu",)  # measured faster there for small, wide maps (module docstring)
 
 

@@ -133,7 +133,8 @@ def test_live_fraction_and_tap_sum_choice():
   assert live_fraction(x, k, ((1, 1), (1, 1)), 1) == pytest.approx((8 + 7 + 7) ** 2 / (9 * 64))
   assert live_fraction(x, (1, 1, 512, 512), ((0, 0), (0, 0)), 1) == 1.0
   assert tap_sum_chosen("auto", x, k, ((5, 5), (5, 5)), 5, "cpu")
-  assert not tap_sum_chosen("auto", x, k, ((1, 1), (1, 1)), 1, "cpu")
+  assert tap_sum_chosen("auto", x, k, ((1, 1), (1, 1)), 1, "cpu")  # 0.84: small map
+  assert not tap_sum_chosen("auto", (16, 16, 16, 512), k, ((1, 1), (1, 1)), 1, "cpu")  # 0.92
   assert not tap_sum_chosen("auto", x, k, ((5, 5), (5, 5)), 5, "gpu")
   assert tap_sum_chosen("tap_sum", x, k, ((1, 1), (1, 1)), 1, "tpu")
   with pytest.raises(ValueError, match="form must be one of"):
@@ -142,8 +143,8 @@ def test_live_fraction_and_tap_sum_choice():
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the auto choice is CPU-specific")
 def test_conv2d_auto_sums_taps_of_dilated_convs_on_small_maps():
-  """RAMFAE's rate-5 ASPP branch on an 8x8 map: no convolution left; a plain 3x3 stays one."""
+  """RAMFAE's rate-5 ASPP branch on an 8x8 map: no convolution left; a 3x3 on 16x16 stays one."""
   x, k = jnp.zeros((2, 8, 8, 16)), jnp.zeros((3, 3, 16, 16))
   prims = _primitives(lambda a, b: conv2d(a, b, 5, 5), x, k)
   assert "conv_general_dilated" not in prims and "dot_general" in prims, prims
-  assert "conv_general_dilated" in _primitives(lambda a, b: conv2d(a, b, 1, 1), x, k)
+  assert "conv_general_dilated" in _primitives(lambda a, b: conv2d(a, b, 1, 1), jnp.zeros((2, 16, 16, 16)), k)
