@@ -99,6 +99,23 @@ def prune_taps(x_shape: Sequence[int], kernel_shape: Sequence[int], padding: Pad
   return (slices[0], slices[1]), (pads[0], pads[1])
 
 
+def _check_operands(x: jax.Array, kernel: jax.Array, padding: Padding | None = None) -> None:
+  """``x [B, H, W, C]``, ``kernel [kh, kw, C, C_out]`` with the same ``C``; padding ``>= 0`` if given."""
+  if x.ndim != 4 or kernel.ndim != 4 or kernel.shape[2] != x.shape[3]:
+    raise ValueError(f"the convolution needs x [B, H, W, C] and kernel [kh, kw, C, C_out] with the same C, "
+                     f"got {x.shape} and {kernel.shape}")
+  if padding is not None and min(padding[0] + padding[1]) < 0:
+    raise ValueError(f"padding must be >= 0, got {padding}")
+
+
+def _output_size(x: jax.Array, kernel: jax.Array, padding: Padding, dilation: int) -> tuple[int, int]:
+  """Checks the operands; ``(H_out, W_out)`` of the padded stride-1 convolution."""
+  _check_operands(x, kernel, padding)
+  (t, bo), (le, ri) = padding
+  return (x.shape[1] + t + bo - dilation * (kernel.shape[0] - 1),
+          x.shape[2] + le + ri - dilation * (kernel.shape[1] - 1))
+
+
 def matmul_form_chosen(form: str, out_pixels: int, out_channels: int, backend: str | None = None) -> bool:
   """Whether :func:`conv_valid` computes with the matrix-product form.
 
@@ -131,15 +148,14 @@ def conv_valid(x: jax.Array, kernel: jax.Array, padding: Padding = ((0, 0), (0, 
   Returns:
     ``[B, H_out, W_out, C_out]`` with ``H_out = H + top + bottom - dilation (kh - 1)`` (W alike).
   """
+  ho, wo = _output_size(x, kernel, padding, dilation)
   kh, kw, cin, cout = kernel.shape
-  b, h, w, _ = x.shape
-  (t, bo), (le, ri) = padding
-  ho, wo = h + t + bo - dilation * (kh - 1), w + le + ri - dilation * (kw - 1)
+  b = x.shape[0]
   if not matmul_form_chosen(form, b * ho * wo, cout):
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, rhs_dilation=(dilation, dilation),
                                         dimension_numbers=_DN, precision=precision)
-  if t or bo or le or ri:
-    x = jnp.pad(x, ((0, 0), (t, bo), (le, ri), (0, 0)))
+  if any(padding[0] + padding[1]):
+    x = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
   views = [x[:, i * dilation:i * dilation + ho, j * dilation:j * dilation + wo]
            for i in range(kh) for j in range(kw)]  # tap order (i, j, c) = the kernel's row-major order
   cols = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
@@ -178,10 +194,10 @@ def conv_tap_sum(x: jax.Array, kernel: jax.Array, padding: Padding, dilation: in
 
   Args / returns as :func:`conv_valid` (padding ``>= 0``).
   """
+  ho, wo = _output_size(x, kernel, padding, dilation)
   kh, kw, cin, cout = kernel.shape
   b, h, w, _ = x.shape
-  (t, bo), (le, ri) = padding
-  ho, wo = h + t + bo - dilation * (kh - 1), w + le + ri - dilation * (kw - 1)
+  (t, _), (le, _) = padding
   y = jnp.zeros((b, ho, wo, cout), x.dtype)
   for i, r0, r1 in _tap_windows(h, kh, t, dilation, ho):
     for j, c0, c1 in _tap_windows(w, kw, le, dilation, wo):
@@ -221,9 +237,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, padding: int | Sequence[Sequence[int
   Returns:
     ``[B, H + top + bottom - dilation (kh - 1), W + left + right - dilation (kw - 1), C_out]``.
   """
-  if x.ndim != 4 or kernel.ndim != 4 or kernel.shape[2] != x.shape[3]:
-    raise ValueError(f"conv2d needs x [B, H, W, C] and kernel [kh, kw, C, C_out] with the same C, "
-                     f"got {x.shape} and {kernel.shape}")
+  _check_operands(x, kernel)
   d = int(dilation)
   (sy, sx), pad = prune_taps(x.shape, kernel.shape, _as_padding(padding), d)
   kernel = kernel[sy, sx]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import torch_reference as tr
-from jaxad.nn.conv import (Conv2D, conv2d, conv_valid, live_fraction, matmul_form_chosen, prune_taps,
+from jaxad.nn.conv import (Conv2D, conv2d, conv_tap_sum, conv_valid, live_fraction, matmul_form_chosen, prune_taps,
                            tap_sum_chosen)
 from jaxad.nn.layers import StridedConv
 
@@ -75,6 +75,17 @@ def test_conv2d_module_matches_torch_and_flax_conv():
 def test_conv2d_rejects_mismatched_channels():
   with pytest.raises(ValueError, match="same C"):
     conv2d(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 2, 1)), 1)
+
+
+@pytest.mark.parametrize("form", ["conv", "matmul"])
+def test_conv_valid_and_tap_sum_reject_bad_operands(form):
+  x, k = jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 3, 2))
+  with pytest.raises(ValueError, match="same C"):
+    conv_valid(jnp.zeros((4, 4, 3)), k, form=form)
+  with pytest.raises(ValueError, match="padding must be >= 0"):
+    conv_valid(x, k, ((-1, 0), (0, 0)), form=form)
+  with pytest.raises(ValueError, match="same C"):
+    conv_tap_sum(x, jnp.zeros((3, 3, 2, 2)), ((1, 1), (1, 1)))
 
 
 @pytest.mark.parametrize("shape,kshape,pad,d", [
