@@ -24,6 +24,8 @@ Usage:
   # compare jaxad's per-jit step options (default) with XLA's defaults in one run:
   #   --compiler_options='default;none'
   # one core each: prefix with `taskset -c 1` and add --threads=1
+  # each framework in its own process (large images: the two together press on RAM):
+  #   --skip_torch, then --skip_jax
   # both frameworks with glibc's huge-page malloc (process-wide, re-executes the script):
   #   --glibc_hugetlb
 """
@@ -238,8 +240,10 @@ def main(argv) -> None:
   torch.set_num_threads(threads)
   rng = np.random.default_rng(0)
   images = rng.uniform(0, 1, (f.batch_size, f.image_size, f.image_size, f.channels)).astype(np.float32)
+  if f.skip_jax and f.skip_torch:
+    raise SystemExit("--skip_jax and --skip_torch together leave nothing to time")
   steppers = {}
-  for up in [u.strip() for u in f.upsample.split(",") if u.strip()]:
+  for up in ([] if f.skip_jax else [u.strip() for u in f.upsample.split(",") if u.strip()]):
     for co in [c.strip() for c in f.compiler_options.split(";") if c.strip()]:
       cfg = ramfae.Config(image_size=f.image_size, channels=f.channels, base_features=f.base_features,
                           max_features=f.max_features, upsample=up)
@@ -272,6 +276,8 @@ if __name__ == "__main__":
   flags.DEFINE_string("upsample", "auto", "comma-separated jaxad upsample paths (auto, subpixel, "
                       "transpose)")
   flags.DEFINE_bool("skip_torch", False, "measure only jaxad")
+  flags.DEFINE_bool("skip_jax", False, "measure only PyTorch (with --skip_torch in another process: each "
+                    "framework alone, e.g. at 256 px where both in one process need ~19 GB)")
   flags.DEFINE_string("compiler_options", "default", "';'-separated jaxad step compiler-option "
                       "settings to compare, each as JAXAD_XLA_CPU_OPTIONS takes it: 'default' "
                       "(jaxad.train.compile.CPU_OPTIONS), 'none' (XLA defaults) or a JSON object")
