@@ -20,10 +20,14 @@ Usage:
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
 from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this file may be loaded by path
+from benchmark_steps import median_seconds  # noqa: E402
 
 DEFAULT_CASES = ("2:2048:512:2:0:1,3:2048:512:2:0:1,4:1024:1024:2:0:1,6:1024:256:2:0:1,"
                  "10:512:128:2:0:1,34:128:32:2:0:1,8:512:512:3:5:5,8:512:512:3:7:7,8:512:512:3:1:1,"
@@ -35,16 +39,6 @@ flags.DEFINE_integer("repeats", 7, "timed calls per form (median reported)")
 flags.DEFINE_integer("threads", 0, "threads per framework (0 = all CPUs; 1 also sets XLA's single-thread flags)")
 flags.DEFINE_bool("skip_torch", False, "measure only jaxad")
 FLAGS = flags.FLAGS
-
-
-def _median_ms(fn, repeats: int) -> float:
-  fn()  # warm-up / compile
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return 1000 * float(np.median(times))
 
 
 def _parse(case: str) -> tuple[int, ...]:
@@ -92,7 +86,7 @@ def main(argv) -> None:
     for name, f in forms.items():
       grad = jax.jit(jax.grad(lambda a, c, f=f: jnp.sum(jnp.square(f(a, c))), argnums=(0, 1)),
                      compiler_options=opts)
-      ms[name] = _median_ms(lambda grad=grad: jax.block_until_ready(grad(x, w)), FLAGS.repeats)
+      ms[name] = 1000 * median_seconds(lambda grad=grad: jax.block_until_ready(grad(x, w)), FLAGS.repeats)
     t_ms = float("nan")
     if torch is not None:
       conv = torch.nn.Conv2d(cin, cout, k, 1, p, dilation=d, bias=False)
@@ -103,7 +97,7 @@ def main(argv) -> None:
         xt.grad = None
         (conv(xt) ** 2).sum().backward()
 
-      t_ms = _median_ms(torch_step, FLAGS.repeats)
+      t_ms = 1000 * median_seconds(torch_step, FLAGS.repeats)
     live = live_fraction(x.shape, w.shape, pad, d)
     print(f"| {h}x{h}x{cin} | {k}x{k} -> {cout} | {p}, {d} | {live:.2f} | {ms['conv']:.1f} | "
           f"{ms['matmul']:.1f} | {ms['tap_sum']:.1f} | {t_ms:.1f} |", flush=True)

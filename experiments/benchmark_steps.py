@@ -1,8 +1,10 @@
-"""Shared timing of the training-throughput benchmarks (``benchmark_ramfae.py``, ``benchmark_scgan.py``).
+"""Shared timing of the benchmarks (``benchmark_ramfae.py``, ``benchmark_gan.py``; per-layer:
+``benchmark_upsample.py``, ``benchmark_conv_forms.py``).
 
 Implementations are timed in one process, interleaved (ABBA order) so that all of them see the same
 background load; images/s come from the median and the best wall-clock step time and from the median
-CPU time (``process_time``, which does not count time the process waited for a CPU).
+CPU time (``process_time``, which does not count time the process waited for a CPU). Single
+layers: :func:`median_seconds` after one warm-up call.
 """
 
 from __future__ import annotations
@@ -12,7 +14,18 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["interleaved", "print_throughput_table"]
+__all__ = ["interleaved", "median_seconds", "print_throughput_table"]
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+  """Median wall-clock seconds of ``repeats`` calls of ``fn`` after one untimed (compiling) call."""
+  fn()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
 
 
 def interleaved(steppers: dict[str, Callable[[int], None]], steps: int, warmup: int) -> dict:

@@ -15,10 +15,12 @@ Usage:
 from __future__ import annotations
 
 import os
-import time
+import sys
 
-import numpy as np
 from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this file may be loaded by path
+from benchmark_steps import median_seconds  # noqa: E402
 
 flags.DEFINE_integer("image_size", 256, "RAMFAE input side; decoder inputs are 1/8, 1/4, 1/2 of it")
 flags.DEFINE_integer("batch_size", 16, "batch size")
@@ -27,16 +29,6 @@ flags.DEFINE_integer("max_features", 512, "width cap")
 flags.DEFINE_integer("repeats", 5, "timed calls per case (median reported)")
 flags.DEFINE_bool("skip_torch", False, "measure only jaxad")
 FLAGS = flags.FLAGS
-
-
-def _median_time(fn, repeats: int) -> float:
-  fn()  # warm-up / compile
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
 
 
 def main(argv) -> None:
@@ -66,8 +58,8 @@ def main(argv) -> None:
 
       fwd = jax.jit(lambda p, x, mod=mod: mod.apply({"params": p}, x))
       grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
-      res[method + "_fwd"] = _median_time(lambda: jax.block_until_ready(fwd(params, x)), FLAGS.repeats)
-      res[method] = _median_time(lambda: jax.block_until_ready(grad(params, x)), FLAGS.repeats)
+      res[method + "_fwd"] = median_seconds(lambda: jax.block_until_ready(fwd(params, x)), FLAGS.repeats)
+      res[method] = median_seconds(lambda: jax.block_until_ready(grad(params, x)), FLAGS.repeats)
     if torch is not None:
       conv = torch.nn.ConvTranspose2d(cin, cout, 4, 2, 1)
       xt = torch.randn(b, cin, hw, hw, requires_grad=True)
@@ -81,8 +73,8 @@ def main(argv) -> None:
         with torch.no_grad():
           conv(xt)
 
-      res["torch_fwd"] = _median_time(torch_fwd, FLAGS.repeats)
-      res["torch"] = _median_time(torch_step, FLAGS.repeats)
+      res["torch_fwd"] = median_seconds(torch_fwd, FLAGS.repeats)
+      res["torch"] = median_seconds(torch_step, FLAGS.repeats)
     rows.append(((hw, cin, cout), res))
 
   print(f"\nUpsample2x (4/2/1) timings, batch {b}, median of {FLAGS.repeats}; jax {jax.__version__} "

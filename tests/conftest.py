@@ -7,6 +7,7 @@
 * ``run_jax_subprocess``: runs a Python snippet in a fresh interpreter with
   ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` so sharding tests see
   N CPU devices (the flag must be set before JAX is imported).
+* ``run_experiment``: runs an ``experiments/`` script on the CPU in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -79,3 +80,17 @@ def run_jax_subprocess(code: str, devices: int = 1, timeout: float = 600,
 def jax_subprocess():
   """Fixture form of :func:`run_jax_subprocess`."""
   return run_jax_subprocess
+
+
+def run_experiment(script: str, *args: str, timeout: float = 600) -> str:
+  """Runs ``experiments/<script> args`` on the CPU (no inherited ``XLA_FLAGS``); returns stdout.
+
+  Raises ``AssertionError`` with the end of stderr when the script fails.
+  """
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO_ROOT))
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.run([sys.executable, str(REPO_ROOT / "experiments" / script), *args],
+                        capture_output=True, text=True, env=env, cwd=str(REPO_ROOT), timeout=timeout)
+  if proc.returncode != 0:
+    raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+  return proc.stdout

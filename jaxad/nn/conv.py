@@ -56,7 +56,7 @@ Padding = tuple[tuple[int, int], tuple[int, int]]
 CONV_FORMS = ("auto", "conv", "matmul")
 CONV2D_FORMS = CONV_FORMS + ("tap_sum",)
 TAP_SUM_MAX_LIVE = 0.85  # "auto" sums taps at or below this live share (module docstring)
-_MATMUL_FORM_BACKENDS = ("cpu",)  # measured faster there for small, wide maps (module docstring)
+_AUTO_FORM_BACKENDS = ("cpu",)  # where "auto" may leave the convolution: measured there (module docstring)
 
 
 def _as_padding(padding: int | Sequence[Sequence[int]]) -> Padding:
@@ -116,6 +116,17 @@ def _output_size(x: jax.Array, kernel: jax.Array, padding: Padding, dilation: in
           x.shape[2] + le + ri - dilation * (kernel.shape[1] - 1))
 
 
+def _auto_form(form: str, allowed: tuple[str, ...], name: str, backend: str | None) -> bool | None:
+  """Validates ``form``; whether it is ``name`` when given explicitly, ``False`` for ``"auto"`` off
+  :data:`_AUTO_FORM_BACKENDS`, ``None`` when ``"auto"`` leaves the choice to the shape rule."""
+  if form not in allowed:
+    raise ValueError(f"form must be one of {allowed}, got {form!r}")
+  if form != "auto":
+    return form == name
+  backend = jax.default_backend() if backend is None else backend
+  return None if backend in _AUTO_FORM_BACKENDS else False
+
+
 def matmul_form_chosen(form: str, out_pixels: int, out_channels: int, backend: str | None = None) -> bool:
   """Whether :func:`conv_valid` computes with the matrix-product form.
 
@@ -125,12 +136,8 @@ def matmul_form_chosen(form: str, out_pixels: int, out_channels: int, backend: s
     out_channels: ``C_out``.
     backend: JAX backend name; ``None`` = ``jax.default_backend()`` (asked only for ``"auto"``).
   """
-  if form not in CONV_FORMS:
-    raise ValueError(f"form must be one of {CONV_FORMS}, got {form!r}")
-  if form != "auto":
-    return form == "matmul"
-  backend = jax.default_backend() if backend is None else backend
-  return backend in _MATMUL_FORM_BACKENDS and out_pixels <= out_channels
+  auto = _auto_form(form, CONV_FORMS, "matmul", backend)
+  return auto if auto is not None else out_pixels <= out_channels
 
 
 def conv_valid(x: jax.Array, kernel: jax.Array, padding: Padding = ((0, 0), (0, 0)), dilation: int = 1,
@@ -212,13 +219,8 @@ def conv_tap_sum(x: jax.Array, kernel: jax.Array, padding: Padding, dilation: in
 def tap_sum_chosen(form: str, x_shape: Sequence[int], kernel_shape: Sequence[int], padding: Padding,
                    dilation: int, backend: str | None = None) -> bool:
   """Whether :func:`conv2d` computes with :func:`conv_tap_sum` (``form`` one of :data:`CONV2D_FORMS`)."""
-  if form not in CONV2D_FORMS:
-    raise ValueError(f"form must be one of {CONV2D_FORMS}, got {form!r}")
-  if form != "auto":
-    return form == "tap_sum"
-  backend = jax.default_backend() if backend is None else backend
-  return (backend in _MATMUL_FORM_BACKENDS
-          and live_fraction(x_shape, kernel_shape, padding, dilation) <= TAP_SUM_MAX_LIVE)
+  auto = _auto_form(form, CONV2D_FORMS, "tap_sum", backend)
+  return auto if auto is not None else live_fraction(x_shape, kernel_shape, padding, dilation) <= TAP_SUM_MAX_LIVE
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, padding: int | Sequence[Sequence[int]] = 0,

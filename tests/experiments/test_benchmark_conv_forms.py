@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from conftest import run_experiment
 
 
 @pytest.mark.slow
 def test_benchmark_conv_forms_prints_a_row_per_case():
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-  env.pop("XLA_FLAGS", None)
-  proc = subprocess.run(
-      [sys.executable, str(REPO / "experiments" / "benchmark_conv_forms.py"), "--batch_size=2",
-       "--repeats=1", "--cases=3:8:16:2:0:1,6:4:4:3:5:5"], capture_output=True, text=True, env=env,
-      cwd=str(REPO), timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  rows = [[c.strip() for c in l.split("|")[1:-1]] for l in proc.stdout.splitlines()
+  out = run_experiment("benchmark_conv_forms.py", "--batch_size=2", "--repeats=1",
+                       "--cases=3:8:16:2:0:1,6:4:4:3:5:5")
+  rows = [[c.strip() for c in l.split("|")[1:-1]] for l in out.splitlines()
           if l.startswith("| ") and l[2].isdigit()]
   assert [r[0] for r in rows] == ["3x3x8", "6x6x4"]
   assert [r[3] for r in rows] == ["1.00", f"{(6 + 1 + 1) ** 2 / (9 * 36):.2f}"]  # live share
